@@ -1,0 +1,1 @@
+"""PACS: the archive, DICOM storage and query/retrieve, DICOMweb and the viewer."""

@@ -1,0 +1,1 @@
+"""Reports: the reading queue, report authoring, PDF output and results out."""

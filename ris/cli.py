@@ -1,0 +1,161 @@
+"""Command line: ``flask --app wsgi db ...`` and ``flask --app wsgi users ...``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from ris import migrate, users
+from ris.audit import Actor
+from ris.db import transaction
+from ris.errors import PlacaError
+from ris.models import ROLES, User
+
+CLI_ACTOR = Actor.system("cli")
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema migrations (Alembic)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    migrate.upgrade(current_app, revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION ('base' empties the database)."""
+    migrate.downgrade(current_app, revision)
+    click.echo(f"Database at {revision}.")
+
+
+@db_group.command("current")
+@with_appcontext
+def db_current() -> None:
+    """Show the database's revision."""
+    migrate.current(current_app)
+
+
+@click.group("users")
+def users_group() -> None:
+    """User accounts."""
+
+
+@users_group.command("create")
+@click.argument("name")
+@click.option("--role", "role_names", multiple=True, required=True, type=click.Choice(ROLES))
+@click.option("--full-name", default="")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def users_create(name: str, role_names: tuple[str, ...], full_name: str, password_stdin: bool) -> None:
+    """Create user NAME. Without --password-stdin a one-time password is generated and printed."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else users.generate_password()
+    try:
+        with transaction(current_app) as db:
+            users.create_user(
+                db, CLI_ACTOR, name, password, role_names, full_name=full_name,
+                must_change_password=not password_stdin,
+            )  # fmt: skip
+    except PlacaError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"User {name.strip().lower()} created with roles {', '.join(role_names)}.")
+    if not password_stdin:
+        click.echo(f"One-time password (to be changed at first sign-in): {password}")
+
+
+@users_group.command("list")
+@with_appcontext
+def users_list() -> None:
+    """List accounts with their roles and state."""
+    with transaction(current_app) as db:
+        for user in db.scalars(select(User).order_by(User.username)):
+            state = "active" if user.active else "disabled"
+            roles = ",".join(sorted(user.role_names))
+            click.echo(f"{user.username}\t{state}\t{roles}\t{user.full_name}")
+
+
+@users_group.command("disable")
+@click.argument("name")
+@with_appcontext
+def users_disable(name: str) -> None:
+    """Disable NAME: it can no longer sign in and its sessions end."""
+    _set_active(name, False)
+    click.echo(f"User {name} disabled.")
+
+
+@users_group.command("enable")
+@click.argument("name")
+@with_appcontext
+def users_enable(name: str) -> None:
+    """Enable NAME again."""
+    _set_active(name, True)
+    click.echo(f"User {name} enabled.")
+
+
+def _set_active(name: str, active: bool) -> None:
+    with transaction(current_app) as db:
+        user = users.find_user(db, name)
+        if user is None:
+            raise click.ClickException(f"No user named {name!r}.")
+        users.set_active(db, CLI_ACTOR, user, active)
+
+
+@users_group.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def users_set_password(name: str, password_stdin: bool) -> None:
+    """Give NAME a new password (generated and printed unless read from stdin)."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else users.generate_password()
+    try:
+        with transaction(current_app) as db:
+            user = users.find_user(db, name)
+            if user is None:
+                raise click.ClickException(f"No user named {name!r}.")
+            users.set_password(db, CLI_ACTOR, user, password, must_change=not password_stdin)
+    except PlacaError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Password of {name} changed; its sessions have ended.")
+    if not password_stdin:
+        click.echo(f"One-time password: {password}")
+
+
+@users_group.command("bootstrap-admin")
+@with_appcontext
+def users_bootstrap_admin() -> None:
+    """Create the first admin if there is none; print its password once and keep it 0600."""
+    with transaction(current_app) as db:
+        created = users.bootstrap_admin(db)
+    if created is None:
+        return
+    user, password = created
+    path = Path(current_app.config["DATA_DIR"]) / INITIAL_PASSWORD_FILE
+    _write_private(path, password)
+    click.echo(
+        f"\nFirst administrator account created.\n  user name: {user.username}\n"
+        f"  password:  {password}\n(also in {path}, readable by you only; "
+        "you will be asked to change it at first sign-in)\n"
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    if path.exists():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")

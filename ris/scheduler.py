@@ -1,0 +1,63 @@
+"""The scheduler door: APScheduler 3 running each package's jobs in its own transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from ris.db import transaction
+
+logger = logging.getLogger(__name__)
+Job = Callable[[Flask, Session], Any]
+
+
+def _close_stale_sessions(app: Flask, db: Session) -> None:
+    from ris.auth import session_policy
+    from ris.jobs import close_stale_sessions
+
+    policy = session_policy(app)
+    close_stale_sessions(db, policy.idle, policy.absolute)
+
+
+# (job id, function, trigger); later packages add their exports and retries here.
+JOBS: list[tuple[str, Job, Any]] = [
+    ("close-stale-sessions", _close_stale_sessions, IntervalTrigger(minutes=5)),
+]
+
+
+def run_job(app: Flask, job_id: str, job: Job) -> None:
+    """Run one job in one transaction; an error is logged, never lost or fatal."""
+    try:
+        with transaction(app) as db:
+            job(app, db)
+    except Exception:
+        logger.exception("Scheduled job %s failed", job_id)
+
+
+class SchedulerDoor:
+    """The running background scheduler."""
+
+    name = "scheduler"
+
+    def __init__(self, app: Flask) -> None:
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        for job_id, job, trigger in JOBS:
+            self.scheduler.add_job(
+                run_job, trigger, args=(app, job_id, job), id=job_id,
+                coalesce=True, max_instances=1, misfire_grace_time=60,
+            )  # fmt: skip
+        self.scheduler.start()
+        logger.info("Scheduler: %d jobs", len(JOBS))
+
+    def is_up(self) -> bool:
+        return bool(self.scheduler.running)
+
+    def stop(self) -> None:
+        self.scheduler.shutdown(wait=True)

@@ -1,0 +1,119 @@
+"""``flask --app wsgi serve``: the four doors in one process until SIGINT or SIGTERM.
+
+web (waitress), DICOM (pynetdicom), HL7 (Placa's MLLP listener) and the scheduler
+(APScheduler). ``--only`` runs a subset, so a larger site can run several processes
+around one database and one archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+logger = logging.getLogger(__name__)
+
+DOORS = ("web", "dicom", "hl7", "scheduler")
+
+
+class Door(Protocol):
+    name: str
+
+    def is_up(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def _start(app: Flask, name: str) -> Door:
+    # Imported on demand: a process that runs only the web door never loads pynetdicom.
+    if name == "web":
+        from ris.web_door import WebDoor
+
+        return WebDoor(app)
+    if name == "dicom":
+        from ris.dicom_door import DicomDoor
+
+        return DicomDoor(app)
+    if name == "hl7":
+        from ris.hl7_door import HL7Door
+
+        return HL7Door(app)
+    from ris.scheduler import SchedulerDoor
+
+    return SchedulerDoor(app)
+
+
+def selected_doors(app: Flask, only: tuple[str, ...]) -> list[str]:
+    """The doors to open: those named by --only, else all (the scheduler unless turned off)."""
+    if only:
+        return [name for name in DOORS if name in only]
+    return [name for name in DOORS if name != "scheduler" or app.config["SCHEDULER"]]
+
+
+def run_doors(app: Flask, names: list[str], stop_requested: threading.Event) -> None:
+    """Open the doors, wait for ``stop_requested``, close them in reverse order."""
+    doors: dict[str, Door] = {}
+    app.extensions["placa.doors"] = doors
+    try:
+        for name in names:
+            doors[name] = _start(app, name)
+        logger.info("Placa is ready: %s", ", ".join(names))
+        stop_requested.wait()
+    finally:
+        for name in reversed(list(doors)):
+            _stop(doors[name])
+        logger.info("Placa stopped")
+
+
+def _stop(door: Door) -> None:
+    try:
+        door.stop()
+        logger.info("%s door closed", door.name)
+    except Exception:
+        logger.exception("Error while closing the %s door", door.name)
+
+
+def _on_signals(stop_requested: threading.Event) -> Callable[[], None]:
+    """Turn SIGINT/SIGTERM into a stop request; return a function restoring the old handlers."""
+
+    def handler(signum: int, _frame: object) -> None:
+        logger.info("Received %s, stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+@click.command("serve")
+@click.option(
+    "--only", multiple=True, type=click.Choice(DOORS), help="Run only these doors (repeatable)."
+)
+@with_appcontext
+def serve_command(only: tuple[str, ...]) -> None:
+    """Run the web, DICOM, HL7 and scheduler doors until SIGINT or SIGTERM."""
+    from ris import migrate
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not migrate.is_current(app):
+        raise click.ClickException(
+            "The database schema is not up to date: run `flask --app wsgi db upgrade` first."
+        )
+    stop_requested = threading.Event()
+    restore = _on_signals(stop_requested)
+    try:
+        run_doors(app, selected_doors(app, only), stop_requested)
+    except OSError as exc:
+        raise click.ClickException(f"A door could not open: {exc}") from None
+    finally:
+        restore()

@@ -1,0 +1,94 @@
+"""The front door of the web UI: sign-in at ``/``, each role's home, one's own account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from ris import audit
+from ris.auth import current_actor, public, signed_in
+from ris.db import get_db
+from ris.forms import ROLE_LABELS, LoginForm, ProfileForm
+
+bp = Blueprint("ris", __name__)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    endpoint: str
+    label: LazyString
+    roles: frozenset[str]
+
+
+# The main navigation; each package appends the screens it owns.
+NAV: list[NavItem] = [
+    NavItem("admin.dashboard", _l("Administration"), frozenset({"admin"})),
+    NavItem("admin.user_list", _l("Users"), frozenset({"admin"})),
+    NavItem("admin.audit_log", _l("Audit log"), frozenset({"admin"})),
+]
+
+
+@bp.app_context_processor
+def _navigation() -> dict[str, object]:
+    def nav_items() -> list[NavItem]:
+        return [
+            item for item in NAV
+            if current_user.is_authenticated and current_user.has_role(*item.roles)
+        ]  # fmt: skip
+
+    return {"nav_items": nav_items, "role_label": lambda role: ROLE_LABELS.get(role, role)}
+
+# Where each role lands after sign-in, first match wins. Later packages point their
+# roles at their own screens (day board, room list, reading queue, billing).
+ROLE_HOMES: list[tuple[str, str]] = [("admin", "admin.dashboard")]
+DEFAULT_HOME = "ris.workspace"
+
+
+def home_endpoint() -> str:
+    for role, endpoint in ROLE_HOMES:
+        if current_user.has_role(role):
+            return endpoint
+    return DEFAULT_HOME
+
+
+@bp.route("/")
+@public
+def home() -> str | Response:
+    """Sign-in for strangers; the role's home for a signed-in user."""
+    if current_user.is_authenticated:
+        return redirect(url_for(home_endpoint()))
+    return render_template("login.html", form=LoginForm())
+
+
+@bp.route("/workspace")
+@signed_in
+def workspace() -> str:
+    """The signed-in user's overview of the areas their roles open."""
+    return render_template("workspace.html")
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@signed_in
+def account() -> str | Response:
+    """One's own name and language."""
+    user = current_user._get_current_object()
+    form = ProfileForm(obj=user)
+    if form.validate_on_submit():
+        db = get_db()
+        before = {"full_name": user.full_name, "locale": user.locale}
+        user.full_name = (form.full_name.data or "").strip()
+        user.locale = form.locale.data or None
+        audit.record(
+            db, current_actor(), "user.profile", object_type="user", object_id=user.id,
+            detail={"before": before, "after": {"full_name": user.full_name, "locale": user.locale}},
+        )  # fmt: skip
+        db.commit()
+        flash(_("Your profile has been saved."), "info")
+        return redirect(url_for("ris.account"))
+    return render_template("account.html", form=form)

@@ -1,0 +1,46 @@
+"""The web door: waitress, a production WSGI server, on a thread of the serve process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+from waitress.server import create_server
+
+logger = logging.getLogger(__name__)
+
+
+class WebDoor:
+    """The running HTTP listener (UI, REST, DICOMweb, health)."""
+
+    name = "web"
+
+    def __init__(self, app: Flask) -> None:
+        # waitress sets TCP_NODELAY on accepted sockets by default (socket_options).
+        self.server = create_server(
+            app,
+            host=app.config["HTTP_HOST"],
+            port=app.config["HTTP_PORT"],
+            threads=app.config["HTTP_THREADS"],
+            ident="Placa",
+            clear_untrusted_proxy_headers=True,
+        )
+        self.thread = threading.Thread(target=self.server.run, name="placa-web", daemon=True)
+        self.thread.start()
+        logger.info("Web door: http://%s:%s/", *self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return str(self.server.effective_host), int(self.server.effective_port)
+
+    def is_up(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        # Close every channel so that waitress's loop finds its map empty and returns.
+        while self.server._map:
+            for channel in list(self.server._map.values()):
+                channel.handle_close()
+        self.server.task_dispatcher.shutdown(timeout=5)
+        self.thread.join(timeout=5)

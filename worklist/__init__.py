@@ -1,0 +1,1 @@
+"""Worklist: what modalities pull (Modality Worklist) and report (MPPS)."""
