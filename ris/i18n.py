@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, has_request_context, request
-from flask_babel import Babel
+from flask_babel import Babel, get_locale
 from flask_login import current_user
 
 from ris.config import LANGUAGES
@@ -31,4 +31,4 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _languages() -> dict[str, object]:
-        return {"LANGUAGE_NAMES": LANGUAGE_NAMES}
+        return {"LANGUAGE_NAMES": LANGUAGE_NAMES, "get_locale": get_locale}
