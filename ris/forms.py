@@ -6,6 +6,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    SelectChoice,
     DateField,
     EmailField,
     IntegerField,
@@ -30,7 +31,9 @@ ROLE_LABELS = {
     "billing": _l("Billing"),
     "referrer": _l("Referring physician"),
 }
-LOCALE_CHOICES = [("", _l("Browser language"))] + list(LANGUAGE_NAMES.items())
+LOCALE_CHOICES = [SelectChoice("", _l("Browser language"))] + [
+    SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items()
+]
 NEW_PASSWORD = [DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)]
 
 
@@ -65,7 +68,7 @@ class UserForm(FlaskForm):
     locale = SelectField(_l("Language"), choices=LOCALE_CHOICES)
     roles = RolesField(
         _l("Roles"),
-        choices=[(role, ROLE_LABELS[role]) for role in ROLES],
+        choices=[SelectChoice(role, ROLE_LABELS[role]) for role in ROLES],
         validators=[DataRequired(message=_l("Choose at least one role."))],
     )
     active = BooleanField(_l("Active"), default=True)
@@ -84,7 +87,11 @@ class AuditSearchForm(FlaskForm):
     patient_id = IntegerField(_l("Patient id"), validators=[Optional()])
     outcome = SelectField(
         _l("Outcome"),
-        choices=[("", _l("Any")), ("success", _l("Success")), ("failure", _l("Failure")),
-                 ("throttled", _l("Throttled"))],
+        choices=[
+            SelectChoice("", _l("Any")),
+            SelectChoice("success", _l("Success")),
+            SelectChoice("failure", _l("Failure")),
+            SelectChoice("throttled", _l("Throttled")),
+        ],
         validators=[Optional()],
     )
