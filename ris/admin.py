@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from urllib.parse import urlencode
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -48,7 +48,9 @@ def dashboard() -> str:
             select(func.count()).select_from(UserSession).where(UserSession.ended_at.is_(None))
         ),
         "failed_logins": db.scalar(
-            select(func.count()).select_from(AuditEvent).where(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(
                 AuditEvent.action == users.LOGIN_ACTION,
                 AuditEvent.outcome != "success",
                 AuditEvent.at >= day_ago,

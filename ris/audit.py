@@ -125,7 +125,9 @@ CSV_COLUMNS = (
 def csv_row(entry: AuditEvent) -> list[str]:
     """One exported line; timestamps in ISO 8601 UTC."""
     values = [getattr(entry, column) for column in CSV_COLUMNS]
-    return ["" if v is None else v.isoformat() if isinstance(v, datetime) else str(v) for v in values]
+    return [
+        "" if v is None else v.isoformat() if isinstance(v, datetime) else str(v) for v in values
+    ]
 
 
 @event.listens_for(AuditEvent, "before_update")

@@ -62,7 +62,9 @@ def users_group() -> None:
 @click.option("--full-name", default="")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @with_appcontext
-def users_create(name: str, role_names: tuple[str, ...], full_name: str, password_stdin: bool) -> None:
+def users_create(
+    name: str, role_names: tuple[str, ...], full_name: str, password_stdin: bool
+) -> None:
     """Create user NAME. Without --password-stdin a one-time password is generated and printed."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else users.generate_password()
     try:

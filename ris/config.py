@@ -134,7 +134,9 @@ SETTINGS: tuple[Setting, ...] = (
 KNOWN_KEYS = {setting.key for setting in SETTINGS}
 
 
-def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict:
+def load(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict:
     """Build the validated configuration from defaults, environment and overrides."""
     environ = os.environ if environ is None else environ
     _warn_unknown(environ)

@@ -28,8 +28,10 @@ def healthz() -> tuple[Response, int]:
         "archive": _archive_writable(current_app.config["DATA_DIR"]),
         "doors": doors_status(current_app),
     }
-    ready = checks["database"] and checks["archive"] and all(
-        state == "up" for state in checks["doors"].values()
+    ready = (
+        checks["database"]
+        and checks["archive"]
+        and all(state == "up" for state in checks["doors"].values())
     )
     body = {"status": "ok" if ready else "unavailable", "live": True, "ready": ready, **checks}
     response = jsonify(body)

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import DEFAULT_ENCODING_CHARS, VALIDATION_LEVEL
@@ -92,7 +92,9 @@ _CHARSETS = {  # HL7 table 0211 -> Python codec; delimiters must stay single byt
     "KS X 1001": "euc_kr",
 }
 _CHARSET_SNIFF_BYTES = 65536
-_LOCATION = re.compile(r"([A-Z][A-Z0-9]{2})(?:[-.](\d+)(?:[-.](\d+)(?:[-.](\d+))?)?)?", re.IGNORECASE)
+_LOCATION = re.compile(
+    r"([A-Z][A-Z0-9]{2})(?:[-.](\d+)(?:[-.](\d+)(?:[-.](\d+))?)?)?", re.IGNORECASE
+)
 _ESCAPES = str.maketrans(
     {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\", "\r": " ", "\n": " "}
 )
@@ -155,12 +157,16 @@ _ACCEPTED = _Outcome("AA")
 _Processor = Callable[[str, str], tuple[_Header, _Outcome]]
 
 
-def handle_message(raw: bytes, *, sender: str, application: str = "PLACA", facility: str = "PLACA") -> bytes:
+def handle_message(
+    raw: bytes, *, sender: str, application: str = "PLACA", facility: str = "PLACA"
+) -> bytes:
     """Process one inbound message (MLLP framing removed) and return its ACK, encoded."""
     return _acknowledge(raw, sender, application, facility, _process)
 
 
-def reject_oversize(head: bytes, *, sender: str, application: str = "PLACA", facility: str = "PLACA") -> bytes:
+def reject_oversize(
+    head: bytes, *, sender: str, application: str = "PLACA", facility: str = "PLACA"
+) -> bytes:
     """Build the AR for a message the transport discarded as too large.
 
     ``head`` is the start of that message; only complete segments in it are
@@ -169,7 +175,9 @@ def reject_oversize(head: bytes, *, sender: str, application: str = "PLACA", fac
     return _acknowledge(head, sender, application, facility, _process_oversize)
 
 
-def _acknowledge(raw: bytes, sender: str, application: str, facility: str, process: _Processor) -> bytes:
+def _acknowledge(
+    raw: bytes, sender: str, application: str, facility: str, process: _Processor
+) -> bytes:
     header, codec = _Header(), "ascii"
     try:
         text, codec = _decode(raw)
@@ -191,14 +199,20 @@ def _process(text: str, sender: str) -> tuple[_Header, _Outcome]:
     header, msh_index = found
     logger.info(
         "HL7 received %s control_id=%r version=%r from %s",
-        header.message_type or "?", header.control_id, header.version, sender,
+        header.message_type or "?",
+        header.control_id,
+        header.version,
+        sender,
     )
     outcome = _precheck(header, msh_index)
     if outcome is None:
         outcome = _parse_and_dispatch(segments, header, sender)
     logger.info(
         "HL7 %s control_id=%r from %s: %s%s",
-        header.message_type or "?", header.control_id, sender, outcome.ack_code,
+        header.message_type or "?",
+        header.control_id,
+        sender,
+        outcome.ack_code,
         f" {outcome.error_code} {outcome.text}" if outcome.error_code else "",
     )
     return header, outcome
@@ -211,7 +225,9 @@ def _process_oversize(text: str, sender: str) -> tuple[_Header, _Outcome]:
     header = found[0] if found else _Header()
     logger.warning(
         "HL7 %s control_id=%r from %s: message too large, rejecting",
-        header.message_type or "?", header.control_id, sender,
+        header.message_type or "?",
+        header.control_id,
+        sender,
     )
     return header, _Outcome("AR", "207", "Message exceeds the maximum accepted size")
 
@@ -230,7 +246,11 @@ def _parse_and_dispatch(segments: list[str], header: _Header, sender: str) -> _O
     except Exception as exc:  # hl7apy raises its own and built-in errors on malformed input
         logger.warning(
             "HL7 %s control_id=%r from %s: cannot parse: %s: %s",
-            header.message_type, header.control_id, sender, type(exc).__name__, exc,
+            header.message_type,
+            header.control_id,
+            sender,
+            type(exc).__name__,
+            exc,
         )
         return _parse_failure(exc)
     return _dispatch(message, header, sender)
@@ -241,7 +261,9 @@ def _parse(segments: list[str], header: _Header) -> Message:
         # hl7apy refuses unknown versions outright; read them as the default
         # rather than rejecting a peer over a label.
         segments = [_with_version(segments[0], DEFAULT_VERSION), *segments[1:]]
-    return parse_message("\r".join(segments), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+    return parse_message(
+        "\r".join(segments), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False
+    )
 
 
 def _parse_failure(exc: Exception) -> _Outcome:
@@ -253,14 +275,21 @@ def _parse_failure(exc: Exception) -> _Outcome:
 def _dispatch(message: Message, header: _Header, sender: str) -> _Outcome:
     route = ROUTES.get(header.message_type)
     if route is None:
-        return _Outcome("AR", "200", f"Message type {header.message_type} is not supported", "MSH-9")
+        return _Outcome(
+            "AR", "200", f"Message type {header.message_type} is not supported", "MSH-9"
+        )
     try:
         route(message)
     except HL7Error as exc:
         text = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
         return _Outcome(exc.ack_code, exc.code, text, exc.field)
     except Exception:
-        logger.exception("HL7 %s control_id=%r from %s: route failed", header.message_type, header.control_id, sender)
+        logger.exception(
+            "HL7 %s control_id=%r from %s: route failed",
+            header.message_type,
+            header.control_id,
+            sender,
+        )
         return _Outcome("AR", "207", "Internal error while processing the message")
     return _ACCEPTED
 
@@ -271,7 +300,7 @@ def _dispatch(message: Message, header: _Header, sender: str) -> _Outcome:
 def _decode(raw: bytes) -> tuple[str, str]:
     """Return the text and the codec to answer in: MSH-18, then UTF-8, then latin-1."""
     if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
+        raw = raw[len(codecs.BOM_UTF8) :]
     for codec in (_declared_codec(raw), "utf-8"):
         if codec:
             try:
@@ -343,7 +372,10 @@ def _build_ack(header: _Header, outcome: _Outcome, application: str, facility: s
     # Four encoding characters even in 2.7, where the truncation one is optional:
     # nothing we write needs it, and older peers choke on it.
     ack = Message(
-        "ACK", version=version, validation_level=VALIDATION_LEVEL.TOLERANT, encoding_chars=DEFAULT_ENCODING_CHARS
+        "ACK",
+        version=version,
+        validation_level=VALIDATION_LEVEL.TOLERANT,
+        encoding_chars=DEFAULT_ENCODING_CHARS,
     )
     _fill_ack_header(ack.msh, header, version, application, facility)
     ack.msa.msa_1 = outcome.ack_code
@@ -354,7 +386,9 @@ def _build_ack(header: _Header, outcome: _Outcome, application: str, facility: s
     return ack.to_er7() + "\r"
 
 
-def _fill_ack_header(msh: Segment, header: _Header, version: str, application: str, facility: str) -> None:
+def _fill_ack_header(
+    msh: Segment, header: _Header, version: str, application: str, facility: str
+) -> None:
     msh.msh_3 = _escape(application)
     msh.msh_4 = _escape(facility)
     if header.sending_application:
@@ -372,7 +406,11 @@ def _fill_ack_header(msh: Segment, header: _Header, version: str, application: s
 
 def _add_error(ack: Message, outcome: _Outcome, version: str) -> None:
     err = ack.add_segment("ERR")
-    code = [_escape(outcome.error_code), _ERROR_TEXT.get(outcome.error_code, "Application error"), "HL70357"]
+    code = [
+        _escape(outcome.error_code),
+        _ERROR_TEXT.get(outcome.error_code, "Application error"),
+        "HL70357",
+    ]
     location = _location_components(outcome.location)
     text = _escape(outcome.text[:_MAX_TEXT])
     if version in _ERR1_VERSIONS:
@@ -424,7 +462,7 @@ def _escape(text: str) -> str:
 
 
 def _utc_timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
 
 def _new_control_id() -> str:

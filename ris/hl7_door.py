@@ -20,16 +20,15 @@ class HL7Door:
 
     def __init__(self, app: Flask) -> None:
         config = app.config
-        handler = partial(
-            _handle, application=config["HL7_APPLICATION"], facility=config["HL7_FACILITY"]
-        )
+        names = {"application": config["HL7_APPLICATION"], "facility": config["HL7_FACILITY"]}
         self.server = MLLPServer(
             config["HL7_HOST"],
             config["HL7_PORT"],
-            handler,
+            partial(_handle, **names),
             max_message_bytes=config["HL7_MAX_MESSAGE_BYTES"],
             max_connections=config["HL7_MAX_CONNECTIONS"],
             idle_timeout=config["HL7_IDLE_TIMEOUT"],
+            on_oversize=partial(_reject_oversize, **names),
         )
         self.server.start()
         self._up = True
@@ -49,3 +48,7 @@ class HL7Door:
 
 def _handle(raw: bytes, peer: str, *, application: str, facility: str) -> bytes:
     return hl7.handle_message(raw, sender=peer, application=application, facility=facility)
+
+
+def _reject_oversize(head: bytes, peer: str, *, application: str, facility: str) -> bytes:
+    return hl7.reject_oversize(head, sender=peer, application=application, facility=facility)

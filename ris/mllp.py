@@ -86,7 +86,9 @@ class _FrameDecoder:
         if self._junk_bytes:
             logger.warning(
                 "MLLP %s: skipped %d bytes outside any frame (starting %r)",
-                self._peer, self._junk_bytes, self._junk_preview,
+                self._peer,
+                self._junk_bytes,
+                self._junk_preview,
             )
         self._junk_bytes = 0
         self._junk_preview = b""
@@ -119,7 +121,8 @@ class _FrameDecoder:
             # previous message, so resynchronise on the new one.
             logger.warning(
                 "MLLP %s: unterminated frame (%d bytes) discarded",
-                self._peer, len(self._frame) + restart - pos,
+                self._peer,
+                len(self._frame) + restart - pos,
             )
             self._frame.clear()
             return restart + 1
@@ -187,7 +190,10 @@ class MLLPServer:
         host, port = self._listener.getsockname()[:2]
         self._address = (host, port)
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, args=(self._listener,), name=f"mllp-accept-{port}", daemon=True
+            target=self._accept_loop,
+            args=(self._listener,),
+            name=f"mllp-accept-{port}",
+            daemon=True,
         )
         self._accept_thread.start()
         logger.info("MLLP listening on %s", _format_peer(self._address))
@@ -253,13 +259,18 @@ class MLLPServer:
             listener.close()
 
     def _admit(self, conn: socket.socket, peer: str) -> None:
-        thread = threading.Thread(target=self._serve, args=(conn, peer), name=f"mllp-{peer}", daemon=True)
         with self._lock:
-            admitted = not self._stopping.is_set() and len(self._connections) < self._max_connections
-            if admitted:
+            full = len(self._connections) >= self._max_connections
+            if not full:
+                thread = threading.Thread(
+                    target=self._serve, args=(conn, peer), name=f"mllp-{peer}", daemon=True
+                )
                 self._connections[conn] = thread
-        if not admitted:
-            logger.warning("MLLP %s: refused, %d connections already open", peer, self._max_connections)
+        if full:
+            # Refuse before any thread exists, so a connection flood costs nothing.
+            logger.warning(
+                "MLLP %s: refused, %d connections already open", peer, self._max_connections
+            )
             conn.close()
             return
         try:
@@ -293,7 +304,9 @@ class MLLPServer:
         while not self._stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                logger.info("MLLP %s: no complete message for %.1f s, closing", peer, self._idle_timeout)
+                logger.info(
+                    "MLLP %s: no complete message for %.1f s, closing", peer, self._idle_timeout
+                )
                 break
             conn.settimeout(min(_POLL_SECONDS, remaining))
             try:
@@ -311,7 +324,11 @@ class MLLPServer:
                 return
         decoder.flush_junk_log()
         if decoder.pending_bytes:
-            logger.warning("MLLP %s: closing with an unfinished message (%d bytes)", peer, decoder.pending_bytes)
+            logger.warning(
+                "MLLP %s: closing with an unfinished message (%d bytes)",
+                peer,
+                decoder.pending_bytes,
+            )
 
     def _answer(self, conn: socket.socket, peer: str, message: bytes) -> bool:
         try:
@@ -324,7 +341,11 @@ class MLLPServer:
         return True
 
     def _reject_oversize(self, conn: socket.socket, peer: str, head: bytes) -> None:
-        logger.warning("MLLP %s: message larger than %d bytes discarded; closing", peer, self._max_message_bytes)
+        logger.warning(
+            "MLLP %s: message larger than %d bytes discarded; closing",
+            peer,
+            self._max_message_bytes,
+        )
         if self._on_oversize is None:
             return
         try:

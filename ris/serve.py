@@ -20,6 +20,8 @@ from flask.cli import with_appcontext
 logger = logging.getLogger(__name__)
 
 DOORS = ("web", "dicom", "hl7", "scheduler")
+# The web door opens last and closes first: once /healthz answers, every other door is up.
+START_ORDER = ("dicom", "hl7", "scheduler", "web")
 
 
 class Door(Protocol):
@@ -52,8 +54,8 @@ def _start(app: Flask, name: str) -> Door:
 def selected_doors(app: Flask, only: tuple[str, ...]) -> list[str]:
     """The doors to open: those named by --only, else all (the scheduler unless turned off)."""
     if only:
-        return [name for name in DOORS if name in only]
-    return [name for name in DOORS if name != "scheduler" or app.config["SCHEDULER"]]
+        return [name for name in START_ORDER if name in only]
+    return [name for name in START_ORDER if name != "scheduler" or app.config["SCHEDULER"]]
 
 
 def run_doors(app: Flask, names: list[str], stop_requested: threading.Event) -> None:

@@ -274,7 +274,9 @@ def _throttled_for(
     return None
 
 
-def _failures(db: Session, column: object, value: str, since: datetime) -> tuple[int, datetime | None]:
+def _failures(
+    db: Session, column: object, value: str, since: datetime
+) -> tuple[int, datetime | None]:
     row = db.execute(
         select(func.count(), func.min(AuditEvent.at)).where(
             AuditEvent.action == LOGIN_ACTION,

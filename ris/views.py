@@ -44,6 +44,7 @@ def _navigation() -> dict[str, object]:
 
     return {"nav_items": nav_items, "role_label": lambda role: ROLE_LABELS.get(role, role)}
 
+
 # Where each role lands after sign-in, first match wins. Later packages point their
 # roles at their own screens (day board, room list, reading queue, billing).
 ROLE_HOMES: list[tuple[str, str]] = [("admin", "admin.dashboard")]
@@ -84,9 +85,10 @@ def account() -> str | Response:
         before = {"full_name": user.full_name, "locale": user.locale}
         user.full_name = (form.full_name.data or "").strip()
         user.locale = form.locale.data or None
+        after = {"full_name": user.full_name, "locale": user.locale}
         audit.record(
             db, current_actor(), "user.profile", object_type="user", object_id=user.id,
-            detail={"before": before, "after": {"full_name": user.full_name, "locale": user.locale}},
+            detail={"before": before, "after": after},
         )  # fmt: skip
         db.commit()
         flash(_("Your profile has been saved."), "info")

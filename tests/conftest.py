@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,8 +46,26 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+VENV_BIN = str(Path(sys.executable).parent)
+
+
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    """A system command-line peer (DCMTK, Chromium), never the virtualenv's namesake.
+
+    pynetdicom installs its own `echoscu`, `storescu`... in the virtualenv; the tests
+    must talk to DCMTK's.
+    """
+    system_path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != VENV_BIN
+    )
+    path = shutil.which(name, path=system_path)
+    require(path is not None, f"the command-line tool {name!r}")
+    return str(path)
+
+
+def require_python_tool(name: str) -> str:
+    """A console script installed in this virtualenv by requirements-dev.txt."""
+    path = shutil.which(name, path=VENV_BIN)
     require(path is not None, f"the command-line tool {name!r}")
     return str(path)
 
@@ -110,7 +129,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_template(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_template(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     name = f"placa_tpl_{uuid.uuid4().hex[:12]}"
     url = postgres.create(name)
     app = build_app(tmp_path_factory.mktemp("pg-template"), url)
@@ -190,7 +211,9 @@ def sign_in(client: FlaskClient, account: Account, password: str | None = None):
     )  # fmt: skip
 
 
-def post_form(client: FlaskClient, path: str, data: dict[str, object], form_page: str | None = None):  # noqa: ANN201
+def post_form(
+    client: FlaskClient, path: str, data: dict[str, object], form_page: str | None = None
+):  # noqa: ANN201
     """Submit a form with the CSRF token of the page that shows it."""
     token = csrf_token(client, form_page or path)
     return client.post(path, data={**data, "csrf_token": token})

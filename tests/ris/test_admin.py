@@ -35,7 +35,9 @@ def test_admin_creates_a_user_who_must_change_the_one_time_password(app: Flask, 
         assert user.role_names == {"front_desk", "billing"} and user.must_change_password
         assert user.password_hash != password and user.password_hash.startswith("$argon2id$")
         event = db.scalars(
-            select(AuditEvent).where(AuditEvent.action == "user.create", AuditEvent.object_id == str(user.id))
+            select(AuditEvent).where(
+                AuditEvent.action == "user.create", AuditEvent.object_id == str(user.id)
+            )
         ).one()
         assert event.actor == "chief" and event.object_id == str(user.id)
     maria = app.test_client()
@@ -46,7 +48,9 @@ def test_admin_creates_a_user_who_must_change_the_one_time_password(app: Flask, 
 def test_duplicate_user_name_is_a_form_error(app: Flask, make_user) -> None:
     admin = _admin_client(app, make_user)
     make_user("billing", username="taken")
-    response = post_form(admin, "/admin/users/new", {"username": "TAKEN", "roles": ["billing"], "locale": ""})
+    response = post_form(
+        admin, "/admin/users/new", {"username": "TAKEN", "roles": ["billing"], "locale": ""}
+    )
     assert response.status_code == 200
     assert "is taken" in response.get_data(as_text=True)
 
@@ -89,7 +93,9 @@ def test_reset_password_gives_a_new_one_time_password(app: Flask, make_user) -> 
     admin = _admin_client(app, make_user)
     user = make_user("radiologist")
     response = post_form(admin, f"/admin/users/{user.id}/password", {}, form_page="/admin/users")
-    password = re.search(r'data-testid="one-time-password">([^<]+)<', response.get_data(as_text=True)).group(1)
+    password = re.search(
+        r'data-testid="one-time-password">([^<]+)<', response.get_data(as_text=True)
+    ).group(1)
     assert sign_in(app.test_client(), user).status_code == 401
     assert sign_in(app.test_client(), Account(user.username, password, 0)).status_code == 302
 
@@ -105,7 +111,10 @@ def test_audit_log_search_and_csv_export(app: Flask, make_user) -> None:
     assert export.mimetype == "text/csv"
     assert "attachment" in export.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(export.get_data(as_text=True))))
-    assert {(r["actor"], r["outcome"]) for r in rows} == {("victim", "failure"), ("chief", "success")}
+    assert {(r["actor"], r["outcome"]) for r in rows} == {
+        ("victim", "failure"),
+        ("chief", "success"),
+    }
     assert all(r["at"].endswith("+00:00") for r in rows)
     with transaction(app) as db:
         actions = set(db.scalars(select(AuditEvent.action).where(AuditEvent.actor == "chief")))

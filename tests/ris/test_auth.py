@@ -13,7 +13,9 @@ from ris.models import AuditEvent, UserSession
 from tests.conftest import Account, csrf_token, post_form, sign_in
 
 
-def test_sign_in_lands_on_role_home_and_is_audited(app: Flask, client: FlaskClient, make_user) -> None:
+def test_sign_in_lands_on_role_home_and_is_audited(
+    app: Flask, client: FlaskClient, make_user
+) -> None:
     admin = make_user("admin")
     response = sign_in(client, admin)
     assert response.status_code == 302
@@ -51,7 +53,9 @@ def test_unknown_and_disabled_accounts_get_the_same_answer(client: FlaskClient, 
 def test_login_form_requires_csrf_token(client: FlaskClient, make_user) -> None:
     account = make_user("admin")
     client.get("/login")
-    response = client.post("/login", data={"username": account.username, "password": account.password})
+    response = client.post(
+        "/login", data={"username": account.username, "password": account.password}
+    )
     assert response.status_code == 400
     assert client.get("/admin/").status_code == 302
 
@@ -74,7 +78,9 @@ def _replay(app: Flask, cookie: str, path: str = "/workspace") -> int:
     return other.get(path).status_code
 
 
-def test_cookie_captured_before_sign_out_no_longer_works(app: Flask, client: FlaskClient, make_user) -> None:
+def test_cookie_captured_before_sign_out_no_longer_works(
+    app: Flask, client: FlaskClient, make_user
+) -> None:
     sign_in(client, make_user("technologist"))
     cookie = _captured_cookie(client)
     assert _replay(app, cookie) == 200
@@ -92,7 +98,8 @@ def test_password_change_ends_other_sessions(app: Flask, client: FlaskClient, ma
     new_password = "a brand new password 42"
     response = post_form(
         client, "/account/password",
-        {"current_password": account.password, "new_password": new_password, "confirm": new_password},
+        {"current_password": account.password, "new_password": new_password,
+         "confirm": new_password},
     )  # fmt: skip
     assert response.status_code == 302
     assert client.get("/workspace").status_code == 200  # this browser carries on
@@ -128,7 +135,9 @@ def test_idle_timeout_is_enforced_on_the_server(app: Flask, client: FlaskClient,
         assert db.scalars(select(UserSession.end_reason)).one() == "idle"
 
 
-def test_absolute_lifetime_is_enforced_on_the_server(app: Flask, client: FlaskClient, make_user) -> None:
+def test_absolute_lifetime_is_enforced_on_the_server(
+    app: Flask, client: FlaskClient, make_user
+) -> None:
     sign_in(client, make_user("front_desk"))
     _age_sessions(app, created_at=timedelta(hours=app.config["SESSION_MAX_HOURS"], minutes=1))
     assert client.get("/workspace").status_code == 302
@@ -181,6 +190,7 @@ def test_must_change_password_before_anything_else(client: FlaskClient, make_use
     new_password = "first real password 1"
     post_form(
         client, "/account/password",
-        {"current_password": account.password, "new_password": new_password, "confirm": new_password},
+        {"current_password": account.password, "new_password": new_password,
+         "confirm": new_password},
     )  # fmt: skip
     assert client.get("/admin/users").status_code == 200
