@@ -18,6 +18,7 @@ test: $(VENV)/.dev $(COMPILED)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 translations: $(COMPILED)
 

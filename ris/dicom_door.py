@@ -87,5 +87,5 @@ class DicomDoor:
         return self.server.socket is not None and self.server.socket.fileno() != -1
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.ae.shutdown()
+        if self.is_up():
+            self.ae.shutdown()  # shuts the server down and aborts open associations

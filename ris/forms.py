@@ -31,6 +31,11 @@ ROLE_LABELS = {
     "billing": _l("Billing"),
     "referrer": _l("Referring physician"),
 }
+OUTCOME_LABELS = {
+    "success": _l("Success"),
+    "failure": _l("Failure"),
+    "throttled": _l("Throttled"),
+}
 LOCALE_CHOICES = [SelectChoice("", _l("Browser language"))] + [
     SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items()
 ]
@@ -87,11 +92,7 @@ class AuditSearchForm(FlaskForm):
     patient_id = IntegerField(_l("Patient id"), validators=[Optional()])
     outcome = SelectField(
         _l("Outcome"),
-        choices=[
-            SelectChoice("", _l("Any")),
-            SelectChoice("success", _l("Success")),
-            SelectChoice("failure", _l("Failure")),
-            SelectChoice("throttled", _l("Throttled")),
-        ],
+        choices=[SelectChoice("", _l("Any"))]
+        + [SelectChoice(value, label) for value, label in OUTCOME_LABELS.items()],
         validators=[Optional()],
     )

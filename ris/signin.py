@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -48,7 +49,14 @@ def login() -> str | Response | tuple[str, int]:
     except users.LoginThrottled as exc:
         db.commit()
         minutes = max(1, math.ceil(exc.retry_after.total_seconds() / 60))
-        flash(_("Too many failed sign-ins. Try again in %(n)d minutes.", n=minutes), "error")
+        flash(
+            ngettext(
+                "Too many failed sign-ins. Try again in %(num)d minute.",
+                "Too many failed sign-ins. Try again in %(num)d minutes.",
+                minutes,
+            ),
+            "error",
+        )
         return render_template("login.html", form=form), 429
     if user is None:
         db.commit()
@@ -102,14 +110,18 @@ def change_password() -> str | Response:
         user = current_user._get_current_object()
         if not users.verify_password(user, form.current_password.data or ""):
             form.current_password.errors.append(_("The current password is wrong."))
-            return render_template("change_password.html", form=form)
+            return render_template(
+                "change_password.html", form=form, min_length=users.MIN_PASSWORD_LENGTH
+            )
         try:
             users.set_password(db, current_actor(), user, form.new_password.data or "")
         except PlacaError as exc:
             form.new_password.errors.append(exc.message)
-            return render_template("change_password.html", form=form)
+            return render_template(
+                "change_password.html", form=form, min_length=users.MIN_PASSWORD_LENGTH
+            )
         _start_session(user)
         db.commit()
         flash(_("Your password has been changed."), "info")
         return redirect(url_for("ris.home"))
-    return render_template("change_password.html", form=form)
+    return render_template("change_password.html", form=form, min_length=users.MIN_PASSWORD_LENGTH)

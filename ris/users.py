@@ -107,7 +107,8 @@ def roles_named(db: Session, names: list[str] | tuple[str, ...]) -> list[Role]:
     unknown = set(names) - set(ROLES)
     if unknown or not names:
         raise Invalid(
-            str(_l("Choose roles among: %(roles)s.", roles=", ".join(ROLES))), field="roles"
+            str(_l("Choose roles among: %(roles)s.", roles=", ".join(ROLES))),
+            field="roles",
         )
     return list(db.scalars(select(Role).where(Role.name.in_(names)).order_by(Role.name)))
 

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from ris import audit
 from ris.auth import current_actor, public, signed_in
 from ris.db import get_db
-from ris.forms import ROLE_LABELS, LoginForm, ProfileForm
+from ris.forms import OUTCOME_LABELS, ROLE_LABELS, LoginForm, ProfileForm
 
 bp = Blueprint("ris", __name__)
 
@@ -42,7 +42,11 @@ def _navigation() -> dict[str, object]:
             if current_user.is_authenticated and current_user.has_role(*item.roles)
         ]  # fmt: skip
 
-    return {"nav_items": nav_items, "role_label": lambda role: ROLE_LABELS.get(role, role)}
+    return {
+        "nav_items": nav_items,
+        "role_label": lambda role: ROLE_LABELS.get(role, role),
+        "outcome_label": lambda outcome: OUTCOME_LABELS.get(outcome, outcome),
+    }
 
 
 # Where each role lands after sign-in, first match wins. Later packages point their

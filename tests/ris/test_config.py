@@ -74,3 +74,9 @@ def test_the_command_line_fails_at_start_with_the_setting_named(tmp_path: Path) 
     assert result.returncode != 0
     assert "PLACA_HL7_PORT: 'abc' is not a whole number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name, _default, _help in config.describe() if f"`{name}`" not in readme]
+    assert missing == []
