@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from ris import audit, users
 from ris.auth import current_actor, roles
-from ris.db import get_db, sessions, utcnow
+from ris.db import get_db, read_only, utcnow
 from ris.errors import PlacaError
 from ris.forms import AuditSearchForm, UserForm
 from ris.health import doors_status
@@ -209,8 +209,9 @@ def _csv_lines(criteria: audit.AuditFilter) -> Iterator[str]:
 
     writer.writerow(audit.CSV_COLUMNS)
     yield flush()
-    # Its own session: the request's may be closed while the response still streams.
-    with sessions(current_app)() as db:
+    # Its own session: the request's may be closed while the response still streams,
+    # and a read-only one, so that a long export never blocks the other doors' writes.
+    with read_only(current_app) as db:
         for entry in db.scalars(audit.search_events(criteria).execution_options(yield_per=500)):
             writer.writerow(audit.csv_row(entry))
             yield flush()

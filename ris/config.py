@@ -108,6 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_HOST", "127.0.0.1", _as_text, "web door address"),
     Setting("HTTP_PORT", 8080, PORT, "web door port"),
     Setting("HTTP_THREADS", 8, _as_int(1, 256), "web door worker threads"),
+    Setting("TRUSTED_PROXY", "", str.strip, "address of a reverse proxy whose X-Forwarded-* count"),
     Setting("AE_TITLE", "PLACA", _as_ae_title, "DICOM door AE title"),
     Setting("DICOM_HOST", "0.0.0.0", _as_text, "DICOM door address"),
     Setting("DICOM_PORT", 11112, PORT, "DICOM door port"),

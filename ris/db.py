@@ -5,6 +5,11 @@
 * DICOM handlers, HL7 handlers and scheduler jobs run outside Flask's request context and
   use ``with transaction(app) as db:`` (commit on success, roll back on any error).
 * Services take ``db`` as their first argument, flush, and never commit.
+* Long read-only work (an export, a large query) uses ``with read_only(app) as db:``.
+
+On SQLite every transaction but the read-only ones begins IMMEDIATE: it takes the write
+lock up front and waits for it (busy timeout), instead of failing with "database is
+locked" when a transaction that has read tries to write after another door committed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "placa_read_only"
 
 
 class Base(DeclarativeBase):
@@ -89,7 +95,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def init_app(app: Flask) -> None:
@@ -97,6 +104,9 @@ def init_app(app: Flask) -> None:
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["placa.engine"] = engine
     app.extensions["placa.sessions"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["placa.read_only_sessions"] = sessionmaker(
+        engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+    )
     app.teardown_appcontext(_close_request_db)
 
 
@@ -123,3 +133,13 @@ def transaction(app: Flask) -> Iterator[Session]:
     """One unit of work outside a request: commit on success, roll back on any error."""
     with app.app_context(), sessions(app).begin() as db:
         yield db
+
+
+@contextmanager
+def read_only(app: Flask) -> Iterator[Session]:
+    """A session for reading only; on SQLite it never holds the write lock."""
+    with app.app_context(), app.extensions["placa.read_only_sessions"]() as db:
+        try:
+            yield db
+        finally:
+            db.rollback()

@@ -24,7 +24,7 @@ class WebDoor:
             port=app.config["HTTP_PORT"],
             threads=app.config["HTTP_THREADS"],
             ident="Placa",
-            clear_untrusted_proxy_headers=True,
+            **_proxy_settings(app.config["TRUSTED_PROXY"]),
         )
         self.thread = threading.Thread(target=self.server.run, name="placa-web", daemon=True)
         self.thread.start()
@@ -44,3 +44,17 @@ class WebDoor:
                 channel.handle_close()
         self.server.task_dispatcher.shutdown(timeout=5)
         self.thread.join(timeout=5)
+
+
+def _proxy_settings(trusted_proxy: str) -> dict[str, object]:
+    """Believe X-Forwarded-* only from the configured reverse proxy; drop them otherwise.
+
+    Sign-in throttling and the audit log need the client's address, not the proxy's.
+    """
+    if not trusted_proxy:
+        return {"clear_untrusted_proxy_headers": True}
+    return {
+        "trusted_proxy": trusted_proxy,
+        "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"},
+        "clear_untrusted_proxy_headers": True,
+    }

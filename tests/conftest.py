@@ -12,9 +12,11 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,10 +123,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sqlite-template")
     app = build_app(folder, f"sqlite:///{folder / 'placa.db'}")
     migrate.upgrade(app)
-    engine = app.extensions["placa.engine"]
-    with engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
+    app.extensions["placa.engine"].dispose()
+    # Fold the WAL into the database file, so that copying the file copies everything.
+    with closing(sqlite3.connect(folder / "placa.db")) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return folder / "placa.db"
 
 
