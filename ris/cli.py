@@ -44,6 +44,14 @@ def db_downgrade(revision: str) -> None:
     click.echo(f"Database at {revision}.")
 
 
+@db_group.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration does.")
+@with_appcontext
+def db_revision(message: str) -> None:
+    """Autogenerate a migration from the models (for developers; review it before committing)."""
+    migrate.revision(current_app, message)
+
+
 @db_group.command("current")
 @with_appcontext
 def db_current() -> None:

@@ -28,6 +28,15 @@ def downgrade(app: Flask, revision: str) -> None:
     _run(app, command.downgrade, revision)
 
 
+def revision(app: Flask, message: str) -> None:
+    """Write a new migration with what the models have that the database lacks."""
+    config = alembic_config(app)
+    engine = app.extensions["placa.engine"]
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.revision(config, message=message, autogenerate=True)
+
+
 def current(app: Flask) -> None:
     _run(app, command.current)
 

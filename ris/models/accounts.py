@@ -1,4 +1,4 @@
-"""Tables owned by the RIS shell: users, roles, sign-in sessions and the audit log."""
+"""Accounts and accountability: users, roles, sign-in sessions and the audit log."""
 
 from __future__ import annotations
 
