@@ -80,6 +80,27 @@ def _as_timezone(text: str) -> str:
     return value
 
 
+def _as_pattern(text: str) -> str:
+    value = str(text).strip()
+    try:
+        sample = value.format(seq=1, year=2026)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ConfigError(f"{text!r} is not a pattern with {{seq}} and {{year}}: {exc}") from None
+    if "{seq" not in value or not 1 <= len(sample) <= 16:
+        raise ConfigError(f"{text!r} must contain {{seq}} and give 1-16 characters")
+    return value
+
+
+UID_ROOT_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def _as_uid_root(text: str) -> str:
+    value = str(text).strip().rstrip(".")
+    if value and (not UID_ROOT_PATTERN.match(value) or len(value) > 40):
+        raise ConfigError(f"{text!r} is not a DICOM UID root (digits and dots, at most 40)")
+    return value
+
+
 def _as_locale(text: str) -> str:
     value = str(text).strip()
     if value not in LANGUAGES:
@@ -129,6 +150,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, _as_int(1, 10000), "per client address"),
     Setting("LOGIN_LOCK_MINUTES", 15, _as_int(1, 24 * 60), "throttling window"),
     Setting("TIMEZONE", "UTC", _as_timezone, "time zone dates are shown in"),
+    Setting("MRN_ISSUER", "PLACA", _as_text, "issuer of the MRNs Placa generates"),
+    Setting("MRN_PATTERN", "PL{seq:07d}", _as_pattern, "pattern of generated MRNs"),
+    Setting("ACCESSION_PATTERN", "{year}{seq:06d}", _as_pattern, "pattern of accession numbers"),
+    Setting("UID_ROOT", "", _as_uid_root, "organisation UID root for Study Instance UIDs"),
+    Setting("SLOT_MINUTES", 5, _as_int(1, 60), "granularity of bookable start times"),
     Setting("DEFAULT_LOCALE", "en", _as_locale, "language when neither user nor browser says"),
     Setting("LOG_LEVEL", "INFO", _as_log_level, "logging level"),
 )

@@ -219,3 +219,12 @@ def post_form(
     """Submit a form with the CSRF token of the page that shows it."""
     token = csrf_token(client, form_page or path)
     return client.post(path, data={**data, "csrf_token": token})
+
+
+@pytest.fixture
+def db(app: Flask) -> Iterator:
+    """A session on the test database; the test commits what it wants others to see."""
+    from ris.db import sessions
+
+    with sessions(app)() as session:
+        yield session

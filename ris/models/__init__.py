@@ -2,7 +2,13 @@
 
 from ris.models.accounts import ROLES, AuditEvent, Role, User, UserSession, user_roles
 from ris.models.catalog import ProcedureCode, Room, procedure_rooms
-from ris.models.orders import Counter, Order, RequestedProcedure, ScheduledProcedureStep, StatusChange
+from ris.models.orders import (
+    Counter,
+    Order,
+    RequestedProcedure,
+    ScheduledProcedureStep,
+    StatusChange,
+)
 from ris.models.patients import Patient, PatientMerge, PatientNameToken
 from ris.models.types import (
     HOLDS_SLOT,

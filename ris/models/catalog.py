@@ -13,7 +13,9 @@ from ris.db import Base
 procedure_rooms = Table(
     "procedure_rooms",
     Base.metadata,
-    Column("procedure_code_id", ForeignKey("procedure_codes.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "procedure_code_id", ForeignKey("procedure_codes.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("room_id", ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
 )
 
@@ -45,7 +47,9 @@ class ProcedureCode(Base):
     """An orderable procedure of the catalog (CPT, CCAM or a local code)."""
 
     __tablename__ = "procedure_codes"
-    __table_args__ = (UniqueConstraint("code_system", "code", name="uq_procedure_codes_system_code"),)
+    __table_args__ = (
+        UniqueConstraint("code_system", "code", name="uq_procedure_codes_system_code"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code_system: Mapped[str] = mapped_column(String(16))  # HL7 coding system: CPT, CCAM, L...

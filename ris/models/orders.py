@@ -24,7 +24,9 @@ class Order(Base):
     __tablename__ = "orders"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"), index=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="RESTRICT"), index=True
+    )
     placer_order_number: Mapped[str | None] = mapped_column(String(64), index=True)
     placer_issuer: Mapped[str | None] = mapped_column(String(64))
     ordering_physician: Mapped[str] = mapped_column(String(200), default="")
@@ -63,7 +65,7 @@ class RequestedProcedure(Base):
     order: Mapped[Order] = relationship(back_populates="procedures")
     procedure_code: Mapped[ProcedureCode] = relationship(lazy="joined")
     steps: Mapped[list[ScheduledProcedureStep]] = relationship(
-        back_populates="procedure", order_by="ScheduledProcedureStep.start_at"
+        back_populates="procedure", order_by="ScheduledProcedureStep.id"
     )
 
 

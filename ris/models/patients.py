@@ -42,7 +42,9 @@ class Patient(Base):
     insurance_member_id: Mapped[str | None] = mapped_column(String(64))
     contrast_allergy: Mapped[bool] = mapped_column(default=False)
     allergies: Mapped[str | None] = mapped_column(Text)
-    pregnancy_status: Mapped[PregnancyStatus | None] = mapped_column(enum_column(PregnancyStatus, 1))
+    pregnancy_status: Mapped[PregnancyStatus | None] = mapped_column(
+        enum_column(PregnancyStatus, 1)
+    )
     mri_safety: Mapped[MRISafety] = mapped_column(
         enum_column(MRISafety), default=MRISafety.NOT_SCREENED
     )
@@ -102,7 +104,9 @@ class PatientMerge(Base):
     surviving_id: Mapped[int] = mapped_column(
         ForeignKey("patients.id", ondelete="RESTRICT"), index=True
     )
-    merged_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"), index=True)
+    merged_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="RESTRICT"), index=True
+    )
     merged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     merged_by: Mapped[str] = mapped_column(String(128))
     moved: Mapped[str] = mapped_column(Text)  # JSON: {"orders": [ids], ...}
