@@ -56,13 +56,21 @@ def _configure_cookies(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     # Imported here so that nothing binds to an application at import time.
-    from ris import admin, auth, health, signin, views
+    from ris import (
+        admin,
+        api,
+        auth,
+        catalog_views,
+        frontdesk,
+        health,
+        patient_views,
+        signin,
+        views,
+    )
     from ris.errors import register_error_handlers
 
-    app.register_blueprint(signin.bp)
-    app.register_blueprint(views.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(health.bp)
+    for module in (signin, views, admin, health, patient_views, frontdesk, catalog_views, api):
+        app.register_blueprint(module.bp)
     auth.init_app(app)
     register_error_handlers(app)
 

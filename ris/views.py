@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
@@ -27,8 +27,19 @@ class NavItem:
 
 
 # The main navigation; each package appends the screens it owns.
+STAFF = frozenset({"admin", "front_desk", "technologist", "radiologist", "transcriptionist",
+                   "billing"})  # fmt: skip
 NAV: list[NavItem] = [
+    NavItem(
+        "frontdesk.board",
+        _l("Day board"),
+        frozenset({"admin", "front_desk", "technologist", "radiologist"}),
+    ),
+    NavItem("patients.search", _l("Patients"), STAFF),
+    NavItem("frontdesk.new_order", _l("New order"), frozenset({"admin", "front_desk"})),
     NavItem("admin.dashboard", _l("Administration"), frozenset({"admin"})),
+    NavItem("catalog.rooms", _l("Rooms"), frozenset({"admin"})),
+    NavItem("catalog.procedures", _l("Procedures"), frozenset({"admin"})),
     NavItem("admin.user_list", _l("Users"), frozenset({"admin"})),
     NavItem("admin.audit_log", _l("Audit log"), frozenset({"admin"})),
 ]
@@ -37,9 +48,11 @@ NAV: list[NavItem] = [
 @bp.app_context_processor
 def _navigation() -> dict[str, object]:
     def nav_items() -> list[NavItem]:
+        # An entry whose screen is not installed (e.g. --only doors) is left out.
         return [
             item for item in NAV
             if current_user.is_authenticated and current_user.has_role(*item.roles)
+            and item.endpoint in current_app.view_functions
         ]  # fmt: skip
 
     return {
@@ -51,13 +64,16 @@ def _navigation() -> dict[str, object]:
 
 # Where each role lands after sign-in, first match wins. Later packages point their
 # roles at their own screens (day board, room list, reading queue, billing).
-ROLE_HOMES: list[tuple[str, str]] = [("admin", "admin.dashboard")]
+ROLE_HOMES: list[tuple[str, str]] = [
+    ("admin", "admin.dashboard"),
+    ("front_desk", "frontdesk.board"),
+]
 DEFAULT_HOME = "ris.workspace"
 
 
 def home_endpoint() -> str:
     for role, endpoint in ROLE_HOMES:
-        if current_user.has_role(role):
+        if current_user.has_role(role) and endpoint in current_app.view_functions:
             return endpoint
     return DEFAULT_HOME
 
