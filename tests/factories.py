@@ -61,8 +61,8 @@ class FrontDesk:
     def patient(
         self, db: Session, family: str = "Peña", given: str = "José", **extra: object
     ) -> Patient:
-        data = patients.PatientData(family_name=family, given_name=given,
-                                    birth_date=date(1970, 1, 1), sex=Sex.MALE, **extra)  # fmt: skip
+        defaults: dict[str, object] = {"birth_date": date(1970, 1, 1), "sex": Sex.MALE}
+        data = patients.PatientData(family_name=family, given_name=given, **{**defaults, **extra})
         return patients.register_patient(db, ACTOR, SITE, data)
 
     def order(self, db: Session, patient: Patient, *codes: ProcedureCode) -> Order:
