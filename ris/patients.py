@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import date
+from enum import Enum
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select, update
@@ -103,7 +104,9 @@ def _validate(data: PatientData) -> None:
 
 def _apply(patient: Patient, data: PatientData) -> None:
     for key, value in asdict(data).items():
-        setattr(patient, key, value.strip() if isinstance(value, str) else value)
+        if isinstance(value, str) and not isinstance(value, Enum):  # StrEnums stay enums
+            value = value.strip()
+        setattr(patient, key, value)
 
 
 def _reindex(db: Session, patient: Patient) -> None:

@@ -1,0 +1,33 @@
+"""What the API's route modules share: role sets, references to records, 201 answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Response, jsonify
+from sqlalchemy.orm import Session
+
+from ris.errors import Invalid, NotFound
+
+T = TypeVar("T")
+
+# Role sets of the front desk (see the brief of issue 3 and DEVELOPERS.md).
+PATIENT_READERS = ("admin", "front_desk", "technologist", "radiologist", "transcriptionist",
+                   "billing")  # fmt: skip
+FRONT_DESK = ("front_desk", "admin")
+BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
+ADMIN = ("admin",)
+
+
+def referenced(db: Session, lookup: Callable[[Session, int], T], record_id: int, field: str) -> T:
+    """A record named in a request body: its absence is an invalid field (422), not a 404,
+    since the URL itself exists."""
+    try:
+        return lookup(db, record_id)
+    except NotFound as exc:
+        raise Invalid(exc.message, field=field) from None
+
+
+def created(body: dict[str, Any], location: str) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(body), 201, {"Location": location}
