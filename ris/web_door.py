@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
 from flask import Flask
+from waitress import wasyncore
 from waitress.server import create_server
 
 logger = logging.getLogger(__name__)
@@ -38,11 +40,10 @@ class WebDoor:
         return self.thread.is_alive()
 
     def stop(self) -> None:
-        # Close every channel so that waitress's loop finds its map empty and returns.
-        while self.server._map:
-            for channel in list(self.server._map.values()):
-                channel.handle_close()
+        # Let requests in progress finish, then close every channel from waitress's own
+        # loop thread (closing them from this thread races with the loop's poll).
         self.server.task_dispatcher.shutdown(timeout=5)
+        self.server.trigger.pull_trigger(partial(wasyncore.close_all, self.server._map))
         self.thread.join(timeout=5)
 
 
