@@ -76,11 +76,12 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_commands(app: Flask) -> None:
-    from ris import cli, serve
+    from ris import cli, demo, serve
 
     app.cli.add_command(cli.users_group)
     app.cli.add_command(cli.db_group)
     app.cli.add_command(serve.serve_command)
+    app.cli.add_command(demo.demo_command)
 
 
 CSP = (
