@@ -27,6 +27,7 @@ class ServeProcess:
     dicom_port: int = field(default_factory=free_port)
     hl7_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
+    env_extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -39,6 +40,7 @@ class ServeProcess:
             "PLACA_DICOM_PORT": str(self.dicom_port),
             "PLACA_HL7_HOST": "127.0.0.1",
             "PLACA_HL7_PORT": str(self.hl7_port),
+            **self.env_extra,
         }
 
     @property
