@@ -18,10 +18,13 @@ ROOMS_CSV = """code,name,modality,ae_title,station_name,opens_at,closes_at,open_
 CT1,Scanner 1,CT,CT1_AE,CT1,07:30,21:00,123456,1
 US1,Echo 1,US,US1_AE,US1,08:00,18:00,12345,yes
 """
-PROCEDURES_CSV = ",".join(catalog.PROCEDURE_COLUMNS) + """
+PROCEDURES_CSV = (
+    ",".join(catalog.PROCEDURE_COLUMNS)
+    + """
 CPT,74177,CT abdomen and pelvis with contrast,CT,ABDOMEN,20,310.00,95.50,CT1,1
 CPT,76700,US abdomen complete,US,ABDOMEN,30,120,60,US1,1
 """
+)
 
 
 def test_import_rooms_and_procedures(db: Session) -> None:
