@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 
 View = TypeVar("View", bound=Callable[..., Any])
 ALL_ROLES = frozenset(ROLES)
+
+# Who may do what, named once for every door (pages, API, later DICOMweb).
+ADMIN = ("admin",)
+FRONT_DESK = ("front_desk", "admin")
+PATIENT_READERS = ("admin", "front_desk", "technologist", "radiologist", "transcriptionist",
+                   "billing")  # fmt: skip
+BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
 # Pages a user whose password must be changed may still reach.
 PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout", "static"}
 

@@ -36,7 +36,7 @@ from wtforms import SelectChoice
 from ris import audit, catalog, orders, patients, scheduling, status
 from ris import board as boards
 from ris.audit import Actor
-from ris.auth import current_actor, roles
+from ris.auth import BOARD_READERS, FRONT_DESK, PATIENT_READERS, current_actor, roles
 from ris.db import get_db, utcnow
 from ris.errors import Invalid, PlacaError
 from ris.frontdesk_forms import (
@@ -67,11 +67,6 @@ from ris.status import LABELS
 logger = logging.getLogger(__name__)
 bp = Blueprint("frontdesk", __name__)
 
-BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
-PATIENT_READERS = (
-    "admin", "front_desk", "technologist", "radiologist", "transcriptionist", "billing",
-)  # fmt: skip
-DESK = ("front_desk", "admin")
 WAIT_WARN_MINUTES, WAIT_LATE_MINUTES = 15, 30
 SLOT_COUNT = 8
 UNBOOKED_LIMIT = 100
@@ -212,7 +207,7 @@ def _template_helpers() -> dict[str, object]:
         "person": person_name,
         "hm": partial(local_hm, zone=zone),
         "local_day": lambda moment: moment.astimezone(zone).date(),
-        "can_write": current_user.is_authenticated and current_user.has_role(*DESK),
+        "can_write": current_user.is_authenticated and current_user.has_role(*FRONT_DESK),
     }
 
 
@@ -349,7 +344,7 @@ def day_board() -> str:
         room = _room_arg(rooms)
         rows = boards.day_board(db, site, day, room.id if room else None)
         waiting = _unbooked(db)
-        can_check_in = current_user.has_role(*DESK)
+        can_check_in = current_user.has_role(*FRONT_DESK)
         audit.record(db, current_actor(), "board.view", object_type="board",
                      detail={"date": day.isoformat(), "room": room.code if room else None,
                              "exams": len(rows)})  # fmt: skip
@@ -409,7 +404,7 @@ def calendar(room_code: str) -> str:
 
 
 @bp.route("/orders/new", methods=["GET", "POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def new_order() -> str | Response:
     """Order exams for a patient (found first with the search box when none is given)."""
     db = get_db()
@@ -496,7 +491,7 @@ def _exam_page(db: Session, site: Site, exam: RequestedProcedure) -> dict[str, o
         "movable": exam.status in scheduling.MOVABLE, "today": local_today(site),
         "cancellable": status.can_change(exam.status, ExamStatus.CANCELLED),
     }  # fmt: skip
-    if current_user.has_role(*DESK) and (page["bookable"] or page["movable"]):
+    if current_user.has_role(*FRONT_DESK) and (page["bookable"] or page["movable"]):
         page.update(_booking_panel(db, site, exam))
     return page
 
@@ -523,14 +518,14 @@ Booker = Callable[[Session, Actor, Site, RequestedProcedure, Room, datetime], ob
 
 
 @bp.route("/exams/<int:exam_id>/book", methods=["POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def book(exam_id: int) -> Response:
     """Book an exam into a proposed slot or a room, date and time given by hand."""
     return _slot_action(exam_id, scheduling.book, _("The exam is booked."))
 
 
 @bp.route("/exams/<int:exam_id>/reschedule", methods=["POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def reschedule(exam_id: int) -> Response:
     """Move a booked exam to another slot (same step, same SPS ID)."""
     return _slot_action(exam_id, scheduling.reschedule, _("The exam is rescheduled."))
@@ -566,14 +561,14 @@ def _start(form: SlotForm, site: Site) -> datetime:
 
 
 @bp.route("/exams/<int:exam_id>/check-in", methods=["POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def check_in(exam_id: int) -> Response:
     """The patient is at the desk: the wait-time clock starts."""
     return _status_action(exam_id, scheduling.check_in, _("The patient is checked in."))
 
 
 @bp.route("/exams/<int:exam_id>/no-show", methods=["POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def no_show(exam_id: int) -> Response:
     """The patient did not come; the exam goes back to the list to book."""
     return _status_action(exam_id, scheduling.no_show, _("The exam is marked as a no-show."))
@@ -600,7 +595,7 @@ def _status_action(
 
 
 @bp.route("/exams/<int:exam_id>/cancel", methods=["POST"])
-@roles(*DESK)
+@roles(*FRONT_DESK)
 def cancel(exam_id: int) -> Response:
     """Cancel an exam, with the reason the desk gives."""
     db = get_db()

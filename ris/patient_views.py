@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from ris import audit, board, patients, scheduling
-from ris.auth import current_actor, roles
+from ris.auth import FRONT_DESK, PATIENT_READERS, current_actor, roles
 from ris.db import get_db
 from ris.errors import NotFound, PlacaError
 from ris.models import (
@@ -50,9 +50,6 @@ from ris.status import LABELS
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("patients", __name__, url_prefix="/patients")
-
-READERS = ("admin", "front_desk", "technologist", "radiologist", "transcriptionist", "billing")
-WRITERS = ("front_desk", "admin")
 
 
 @dataclass(frozen=True)
@@ -113,13 +110,13 @@ def _helpers() -> dict[str, object]:
         "pregnancy_label": lambda value: PREGNANCY_LABELS.get(value, "") if value else "",
         "mri_label": lambda value: MRI_LABELS.get(value, ""),
         "status_label": lambda value: LABELS.get(value, value),
-        "can_write": current_user.is_authenticated and current_user.has_role(*WRITERS),
+        "can_write": current_user.is_authenticated and current_user.has_role(*FRONT_DESK),
         "is_admin": current_user.is_authenticated and current_user.has_role("admin"),
     }
 
 
 @bp.route("")
-@roles(*READERS)
+@roles(*PATIENT_READERS)
 def search() -> str:
     """Find a patient by name (any order, accents and case ignored), MRN, accession or birth
     date; the search is audited with its query, since the query names a person."""
@@ -138,7 +135,7 @@ def search() -> str:
 
 
 @bp.route("/new", methods=["GET", "POST"])
-@roles(*WRITERS)
+@roles(*FRONT_DESK)
 def new() -> tuple[str, int] | Response:
     """Register a patient, under the HIS's MRN or a new one of this site."""
     form = RegisterPatientForm()
@@ -160,7 +157,7 @@ def new() -> tuple[str, int] | Response:
 
 
 @bp.route("/<int:patient_id>")
-@roles(*READERS)
+@roles(*PATIENT_READERS)
 def show(patient_id: int) -> str:
     """The patient page: demographics, alerts, orders and exams, merges."""
     db = get_db()
@@ -194,7 +191,7 @@ def _merges_of(db: Session, patient_id: int) -> list[PatientMerge]:
 
 
 @bp.route("/<int:patient_id>/edit", methods=["GET", "POST"])
-@roles(*WRITERS)
+@roles(*FRONT_DESK)
 def edit(patient_id: int) -> tuple[str, int] | Response:
     """Change demographics and alerts; the service audits which fields changed."""
     db = get_db()
@@ -236,7 +233,7 @@ def _refuse(db: Session, form: PatientForm | MergeForm, exc: PlacaError) -> None
 
 
 @bp.route("/<int:patient_id>/merge", methods=["GET", "POST"])
-@roles(*WRITERS)
+@roles(*FRONT_DESK)
 def merge(patient_id: int) -> str | Response:
     """Merge a duplicate into this patient: search it, compare both, confirm."""
     db = get_db()

@@ -12,7 +12,15 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from ris import audit
-from ris.auth import current_actor, public, signed_in
+from ris.auth import (
+    ADMIN,
+    BOARD_READERS,
+    FRONT_DESK,
+    PATIENT_READERS,
+    current_actor,
+    public,
+    signed_in,
+)
 from ris.db import get_db
 from ris.forms import OUTCOME_LABELS, ROLE_LABELS, LoginForm, ProfileForm
 
@@ -27,21 +35,15 @@ class NavItem:
 
 
 # The main navigation; each package appends the screens it owns.
-STAFF = frozenset({"admin", "front_desk", "technologist", "radiologist", "transcriptionist",
-                   "billing"})  # fmt: skip
 NAV: list[NavItem] = [
-    NavItem(
-        "frontdesk.board",
-        _l("Day board"),
-        frozenset({"admin", "front_desk", "technologist", "radiologist"}),
-    ),
-    NavItem("patients.search", _l("Patients"), STAFF),
-    NavItem("frontdesk.new_order", _l("New order"), frozenset({"admin", "front_desk"})),
-    NavItem("admin.dashboard", _l("Administration"), frozenset({"admin"})),
-    NavItem("catalog.rooms", _l("Rooms"), frozenset({"admin"})),
-    NavItem("catalog.procedures", _l("Procedures"), frozenset({"admin"})),
-    NavItem("admin.user_list", _l("Users"), frozenset({"admin"})),
-    NavItem("admin.audit_log", _l("Audit log"), frozenset({"admin"})),
+    NavItem("frontdesk.board", _l("Day board"), frozenset(BOARD_READERS)),
+    NavItem("patients.search", _l("Patients"), frozenset(PATIENT_READERS)),
+    NavItem("frontdesk.new_order", _l("New order"), frozenset(FRONT_DESK)),
+    NavItem("admin.dashboard", _l("Administration"), frozenset(ADMIN)),
+    NavItem("catalog.rooms", _l("Rooms"), frozenset(ADMIN)),
+    NavItem("catalog.procedures", _l("Procedures"), frozenset(ADMIN)),
+    NavItem("admin.user_list", _l("Users"), frozenset(ADMIN)),
+    NavItem("admin.audit_log", _l("Audit log"), frozenset(ADMIN)),
 ]
 
 

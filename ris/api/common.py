@@ -8,16 +8,10 @@ from typing import Any, TypeVar
 from flask import Response, jsonify
 from sqlalchemy.orm import Session
 
+from ris.auth import ADMIN, BOARD_READERS, FRONT_DESK, PATIENT_READERS  # noqa: F401 (re-exported)
 from ris.errors import Invalid, NotFound
 
 T = TypeVar("T")
-
-# Role sets of the front desk (see the brief of issue 3 and DEVELOPERS.md).
-PATIENT_READERS = ("admin", "front_desk", "technologist", "radiologist", "transcriptionist",
-                   "billing")  # fmt: skip
-FRONT_DESK = ("front_desk", "admin")
-BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
-ADMIN = ("admin",)
 
 
 def referenced(db: Session, lookup: Callable[[Session, int], T], record_id: int, field: str) -> T:
