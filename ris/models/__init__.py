@@ -2,6 +2,7 @@
 
 from ris.models.accounts import ROLES, AuditEvent, Role, User, UserSession, user_roles
 from ris.models.catalog import ProcedureCode, Room, procedure_rooms
+from ris.models.messages import HL7Destination, InboundMessage, OutboundMessage
 from ris.models.orders import (
     Counter,
     Order,
@@ -21,7 +22,8 @@ from ris.models.types import (
 )
 
 __all__ = [
-    "HOLDS_SLOT", "ROLES", "AuditEvent", "Counter", "ExamStatus", "MRISafety", "Order", "Patient",
+    "HOLDS_SLOT", "ROLES", "AuditEvent", "Counter", "ExamStatus", "HL7Destination",
+    "InboundMessage", "MRISafety", "Order", "OutboundMessage", "Patient",
     "PatientClass", "PatientMerge", "PatientNameToken", "PregnancyStatus", "Priority",
     "ProcedureCode", "RequestedProcedure", "Role", "Room", "ScheduledProcedureStep", "Sex",
     "StatusChange", "User", "UserSession", "procedure_rooms", "user_roles",

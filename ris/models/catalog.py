@@ -35,6 +35,8 @@ class Room(Base):
     closes_at: Mapped[time] = mapped_column(default=time(20, 0))
     open_days: Mapped[str] = mapped_column(String(7), default="12345")  # ISO weekdays, 1 = Monday
     active: Mapped[bool] = mapped_column(default=True)
+    # Where an HL7 order with a start time but no station (IPC-9) is booked.
+    default_for_modality: Mapped[bool] = mapped_column(default=False)
 
     def is_open_on(self, iso_weekday: int) -> bool:
         return str(iso_weekday) in self.open_days
@@ -61,6 +63,9 @@ class ProcedureCode(Base):
     technical_charge: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0"))
     professional_charge: Mapped[Decimal] = mapped_column(Numeric(10, 2), default=Decimal("0"))
     active: Mapped[bool] = mapped_column(default=True)
+    # Received from the HIS without being in the catalog: an admin must complete it before
+    # the exam's charge can be captured.
+    needs_mapping: Mapped[bool] = mapped_column(default=False, index=True)
     rooms: Mapped[list[Room]] = relationship(secondary=procedure_rooms, lazy="selectin",
                                              order_by=Room.code)  # fmt: skip
 
