@@ -63,25 +63,29 @@ def _register_blueprints(app: Flask) -> None:
         catalog_views,
         frontdesk,
         health,
+        hl7_views,
+        outbox_views,
         patient_views,
         signin,
         views,
     )
     from ris.errors import register_error_handlers
 
-    for module in (signin, views, admin, health, patient_views, frontdesk, catalog_views, api):
+    for module in (signin, views, admin, health, patient_views, frontdesk, catalog_views, api,
+                   outbox_views, hl7_views):  # fmt: skip
         app.register_blueprint(module.bp)
     auth.init_app(app)
     register_error_handlers(app)
 
 
 def _register_commands(app: Flask) -> None:
-    from ris import cli, demo, serve
+    from ris import cli, demo, hl7_cli, serve
 
     app.cli.add_command(cli.users_group)
     app.cli.add_command(cli.db_group)
     app.cli.add_command(serve.serve_command)
     app.cli.add_command(demo.demo_command)
+    app.cli.add_command(hl7_cli.hl7_group)
 
 
 CSP = (

@@ -119,6 +119,45 @@ def find_procedure(db: Session, code_system: str, code: str) -> ProcedureCode | 
     return db.scalar(query)
 
 
+def procedure_for_order(
+    db: Session, actor: Actor, code_system: str, code: str, text: str, modality: str | None
+) -> ProcedureCode:
+    """The catalog code an order from the HIS names, or a new one made from what it sent.
+
+    An order is never refused for want of a catalog entry: the unknown code is created
+    active, with the text and modality sent, and flagged ``needs_mapping`` so that an admin
+    completes it (duration, rooms, charges) before its charge is captured. A code sent
+    without its coding system matches a catalog code of any system when only one has it.
+    """
+    code, code_system = code.strip(), code_system.strip()
+    if not code:
+        raise Invalid(str(_l("The procedure code is missing.")), field="code")
+    found = _known_procedure(db, code_system, code)
+    if found is not None:
+        return found
+    data = ProcedureData(
+        code_system=code_system or "L", code=code, description=(text.strip() or code)[:200],
+        modality=modality if modality in MODALITIES else "OT",
+    )  # fmt: skip
+    if len(data.code_system) > 16 or len(code) > 32:
+        raise Invalid(str(_l("The code %(code)s is too long.", code=code)), field="code")
+    created = save_procedure(db, actor, data)
+    created.needs_mapping = True
+    db.flush()
+    logger.warning("Procedure %s:%s received unknown: created, to be mapped by an admin",
+                   data.code_system, code)  # fmt: skip
+    return created
+
+
+def _known_procedure(db: Session, code_system: str, code: str) -> ProcedureCode | None:
+    if code_system:
+        return find_procedure(db, code_system, code)
+    matches = list(db.scalars(select(ProcedureCode).where(ProcedureCode.code == code).limit(2)))
+    if len(matches) == 1:
+        return matches[0]
+    return find_procedure(db, "L", code)
+
+
 def get_procedure(db: Session, code_id: int) -> ProcedureCode:
     code = db.get(ProcedureCode, code_id)
     if code is None:

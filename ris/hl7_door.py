@@ -1,4 +1,8 @@
-"""The HL7 door: Placa's MLLP listener handing each message to ``ris.hl7``."""
+"""The HL7 door: Placa's MLLP listener handing each message to the message log.
+
+Every message is applied (once) and logged by :mod:`ris.hl7.log` in the database of
+``app``; the listener only frames and unframes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from functools import partial
 
 from flask import Flask
 
-from ris import hl7
+from ris import hl7  # noqa: F401  (registers the routes)
+from ris.hl7 import log
 from ris.mllp import MLLPServer
 
 logger = logging.getLogger(__name__)
@@ -20,15 +25,15 @@ class HL7Door:
 
     def __init__(self, app: Flask) -> None:
         config = app.config
-        names = {"application": config["HL7_APPLICATION"], "facility": config["HL7_FACILITY"]}
+        names = log.Names(config["HL7_APPLICATION"], config["HL7_FACILITY"])
         self.server = MLLPServer(
             config["HL7_HOST"],
             config["HL7_PORT"],
-            partial(_handle, **names),
+            partial(_handle, app, names=names),
             max_message_bytes=config["HL7_MAX_MESSAGE_BYTES"],
             max_connections=config["HL7_MAX_CONNECTIONS"],
             idle_timeout=config["HL7_IDLE_TIMEOUT"],
-            on_oversize=partial(_reject_oversize, **names),
+            on_oversize=partial(_reject_oversize, app, names=names),
         )
         self.server.start()
         self._up = True
@@ -46,9 +51,9 @@ class HL7Door:
         self.server.shutdown()
 
 
-def _handle(raw: bytes, peer: str, *, application: str, facility: str) -> bytes:
-    return hl7.handle_message(raw, sender=peer, application=application, facility=facility)
+def _handle(app: Flask, raw: bytes, peer: str, *, names: log.Names) -> bytes:
+    return log.process(app, raw, peer, names)
 
 
-def _reject_oversize(head: bytes, peer: str, *, application: str, facility: str) -> bytes:
-    return hl7.reject_oversize(head, sender=peer, application=application, facility=facility)
+def _reject_oversize(app: Flask, head: bytes, peer: str, *, names: log.Names) -> bytes:
+    return log.process_oversize(app, head, peer, names)

@@ -26,9 +26,18 @@ def _close_stale_sessions(app: Flask, db: Session) -> None:
     close_stale_sessions(db, policy.idle, policy.absolute)
 
 
+def _send_hl7(app: Flask, _db: Session) -> None:
+    # The sender commits each message's state on its own (network waits never hold a
+    # transaction, hence never SQLite's write lock); the job's session stays unused.
+    from ris.hl7.outbound import send_due
+
+    send_due(app)
+
+
 # (job id, function, trigger); later packages add their exports and retries here.
 JOBS: list[tuple[str, Job, Any]] = [
     ("close-stale-sessions", _close_stale_sessions, IntervalTrigger(minutes=5)),
+    ("hl7-send", _send_hl7, IntervalTrigger(seconds=5)),
 ]
 
 

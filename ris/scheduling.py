@@ -15,7 +15,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ris import audit, identifiers, status
+from ris import audit, events, identifiers, status
 from ris.audit import Actor
 from ris.db import utcnow
 from ris.errors import Conflict, Invalid
@@ -68,6 +68,7 @@ def book(
     status.change_status(db, actor, exam, ExamStatus.SCHEDULED)
     audit.record(db, actor, "exam.book", object_type="exam", object_id=exam.id,
                  patient_id=exam.order.patient_id, detail=_where(room, start))  # fmt: skip
+    events.publish(db, "exam.booked", exam=exam, step=step, actor=actor)
     return step
 
 
@@ -92,6 +93,7 @@ def reschedule(
     audit.record(db, actor, "exam.reschedule", object_type="exam", object_id=exam.id,
                  patient_id=exam.order.patient_id,
                  detail={"before": before, "after": _where(room, start)})  # fmt: skip
+    events.publish(db, "exam.rescheduled", exam=exam, step=step, actor=actor)
     return step
 
 

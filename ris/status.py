@@ -12,7 +12,7 @@ import logging
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
-from ris import audit
+from ris import audit, events
 from ris.audit import Actor
 from ris.db import utcnow
 from ris.errors import Conflict
@@ -76,6 +76,8 @@ def change_status(
     audit.record(db, actor, f"exam.{target.value}", object_type="exam", object_id=procedure.id,
                  patient_id=procedure.order.patient_id, detail=detail)  # fmt: skip
     logger.info("Exam %s: %s -> %s by %s", procedure.accession_number, current, target, actor.name)
+    events.publish(db, "exam.status", exam=procedure, before=current, after=target, reason=reason,
+                   actor=actor)  # fmt: skip
     return change
 
 

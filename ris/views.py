@@ -44,6 +44,8 @@ NAV: list[NavItem] = [
     NavItem("catalog.procedures", _l("Procedures"), frozenset(ADMIN)),
     NavItem("admin.user_list", _l("Users"), frozenset(ADMIN)),
     NavItem("admin.audit_log", _l("Audit log"), frozenset(ADMIN)),
+    NavItem("hl7.messages", _l("HL7 messages"), frozenset(ADMIN)),
+    NavItem("outbox.messages", _l("HL7 outbox"), frozenset(ADMIN)),
 ]
 
 

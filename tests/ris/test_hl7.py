@@ -6,8 +6,11 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import cast
+from zoneinfo import ZoneInfo
 
 import hl7
 import pytest
@@ -15,10 +18,23 @@ from hl7.client import MLLPClient
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
+from sqlalchemy.orm import Session
 
 from ris import hl7 as ris_hl7
-from ris.hl7 import HL7ApplicationError, HL7RejectError, handle_message, reject_oversize
+from ris.audit import Actor
+from ris.errors import Invalid, NotFound
+from ris.hl7 import (
+    Context,
+    HL7ApplicationError,
+    HL7RejectError,
+    fields,
+    handle_message,
+    reject_oversize,
+)
+from ris.hl7.inbound import sender_of
+from ris.hl7.wire import Header
 from ris.mllp import MLLPServer
+from ris.site import Site
 
 ADT_A01_251 = (
     "MSH|^~\\&|HIS|HOSP^1.2.3^ISO|PLACA|PLACA|20240101120000||ADT^A01^ADT_A01|ADT0001|P|2.5.1\r"
@@ -35,9 +51,22 @@ ORM_O01_231 = (
 )
 
 
+@contextmanager
+def _detached(header: Header) -> Iterator[Context]:
+    """A route context without a database: these routes only record what they get."""
+    sender = sender_of(header)
+    yield Context(db=cast(Session, None), actor=Actor.hl7(sender, "10.0.0.1:5000"), site=Site(),
+                  sender=sender, version=header.version)  # fmt: skip
+
+
+def _handle(raw: bytes, peer: str) -> bytes:
+    return handle_message(raw, sender=peer, context=_detached)
+
+
 def _ack(raw: str | bytes, **kwargs: str) -> hl7.Message:
     data = raw.encode() if isinstance(raw, str) else raw
-    return hl7.parse(handle_message(data, sender="10.0.0.1:5000", **kwargs).decode("latin-1"))
+    reply = handle_message(data, sender="10.0.0.1:5000", context=_detached, **kwargs)
+    return hl7.parse(reply.decode("latin-1"))
 
 
 def _with(message: str, **fields: str) -> str:
@@ -60,11 +89,35 @@ def _segment_ids(ack: hl7.Message) -> list[str]:
     return [str(segment[0]) for segment in ack]
 
 
+@pytest.fixture(autouse=True)
+def no_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message type unsupported, unless a test routes one."""
+    for name in list(ris_hl7.ROUTES):
+        monkeypatch.delitem(ris_hl7.ROUTES, name)
+
+
+@pytest.fixture
+def contexts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Context]]:
+    """Route ADT^A01 to a recorder of the contexts it runs in."""
+    seen: list[Context] = []
+
+    def record(ctx: Context, message: Message) -> int:
+        seen.append(ctx)
+        return 7
+
+    monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", record)
+    yield seen
+
+
 @pytest.fixture
 def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Message]]:
     """Route ADT^A01 to a recorder; the list receives the parsed messages."""
     received: list[Message] = []
-    monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", received.append)
+
+    def record(ctx: Context, message: Message) -> None:
+        received.append(message)
+
+    monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", record)
     yield received
 
 
@@ -150,6 +203,48 @@ def test_routed_message_gets_aa_and_the_route_gets_the_parsed_message(route: lis
     assert message.pid.pid_5.to_er7() == "DOE^JOHN"
 
 
+def test_route_gets_the_context_of_the_message(contexts: list[Context]) -> None:
+    assert _field(_ack(ADT_A01_251), "MSA", 1) == "AA"
+    assert _field(_ack(_with(ADT_A01_251, msh_12="2.3.1")), "MSA", 1) == "AA"
+    assert [(c.sender, c.version) for c in contexts] == [
+        ("HIS^HOSP", "2.5.1"),
+        ("HIS^HOSP", "2.3.1"),
+    ]
+    assert contexts[0].actor == Actor("hl7", "HIS^HOSP", None, "10.0.0.1:5000")
+
+
+def test_sender_uses_the_namespace_or_the_universal_id() -> None:
+    assert sender_of(Header(sending_application="HIS", sending_facility="HOSP^1.2.3^ISO")) == (
+        "HIS^HOSP"
+    )
+    assert sender_of(Header(sending_application="^1.2.9^ISO")) == "1.2.9^"
+
+
+def test_without_a_database_a_routed_message_is_rejected(route: list[Message]) -> None:
+    reply = handle_message(ADT_A01_251.encode(), sender="peer")
+    ack = hl7.parse(reply.decode())
+    assert (_field(ack, "MSA", 1), _field(ack, "MSA", 2)) == ("AR", "ADT0001")
+    assert _field(ack, "ERR", 3).startswith("207^")
+    assert route == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(NotFound("No such order."), "204"), (Invalid("The family name is required."), "207")],
+)
+def test_service_error_gives_ae_with_its_message(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, code: str
+) -> None:
+    def refuse(ctx: Context, message: Message) -> None:
+        raise error
+
+    monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", refuse)
+    ack = _ack(ADT_A01_251)
+    assert _field(ack, "MSA", 1) == "AE"
+    assert _field(ack, "ERR", 3).startswith(f"{code}^")
+    assert _field(ack, "ERR", 8) == str(error)
+
+
 def test_route_is_found_for_a_message_type_without_structure(route: list[Message]) -> None:
     assert _field(_ack(_with(ADT_A01_251, msh_9="adt^a01")), "MSA", 1) == "AA"
 
@@ -162,7 +257,7 @@ def test_newline_segment_separators_are_accepted(route: list[Message], separator
 
 
 def test_application_error_gives_ae_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unknown_patient(message: Message) -> None:
+    def unknown_patient(ctx: Context, message: Message) -> None:
         raise HL7ApplicationError("PID-3", "Unknown patient identifier", code="204")
 
     monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", unknown_patient)
@@ -181,7 +276,7 @@ def test_application_error_gives_ae_naming_the_field(monkeypatch: pytest.MonkeyP
 def test_application_error_default_code_and_component_location(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def bad(message: Message) -> None:
+    def bad(ctx: Context, message: Message) -> None:
         raise HL7ApplicationError("obr-4.1", "Unknown procedure code")
 
     monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", bad)
@@ -191,7 +286,7 @@ def test_application_error_default_code_and_component_location(
 
 
 def test_reject_error_gives_ar(monkeypatch: pytest.MonkeyPatch) -> None:
-    def reject(message: Message) -> None:
+    def reject(ctx: Context, message: Message) -> None:
         raise HL7RejectError("MSH-11", "Test messages are not accepted", code="202")
 
     monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", reject)
@@ -204,7 +299,7 @@ def test_reject_error_gives_ar(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_route_crash_gives_ar_and_is_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def crash(message: Message) -> None:
+    def crash(ctx: Context, message: Message) -> None:
         raise RuntimeError("database is down")
 
     monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", crash)
@@ -232,7 +327,7 @@ def test_latin1_falls_back_without_msh18(route: list[Message]) -> None:
 def test_msh18_charset_is_honoured(route: list[Message]) -> None:
     # 0xA4 is the euro sign in 8859/15 and a generic currency sign in latin-1.
     text = _with(ADT_A01_251, msh_18="8859/15").replace("DOE^JOHN", "DOE€^JOHN")
-    reply = handle_message(text.encode("iso8859_15"), sender="peer")
+    reply = handle_message(text.encode("iso8859_15"), sender="peer", context=_detached)
     assert route[0].pid.pid_5.to_er7() == "DOE€^JOHN"
     assert _field(hl7.parse(reply.decode("iso8859_15")), "MSH", 18) == "8859/15"
 
@@ -314,7 +409,7 @@ def server() -> Iterator[MLLPServer]:
     server = MLLPServer(
         "127.0.0.1",
         0,
-        lambda raw, peer: handle_message(raw, sender=peer),
+        _handle,
         on_oversize=lambda head, peer: reject_oversize(head, sender=peer),
     )
     server.start()
@@ -347,7 +442,7 @@ def test_mllp_client_gets_aa_for_a_routed_message(server: MLLPServer, route: lis
 
 
 def test_mllp_client_ae_from_route(server: MLLPServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    def reject(message: Message) -> None:
+    def reject(ctx: Context, message: Message) -> None:
         raise HL7ApplicationError("PV1-3", "Unknown location")
 
     monkeypatch.setitem(ris_hl7.ROUTES, "ADT^A01", reject)
@@ -378,3 +473,45 @@ def test_mllp_send_console_script(server: MLLPServer, tmp_path: Path) -> None:
         ("AR", "ORM0001"),
     ]
     assert [_field(ack, "MSH", 12) for ack in acks] == ["2.5.1", "2.3.1"]
+
+
+# --- reading fields -------------------------------------------------------------------
+
+
+def _parsed(text: str) -> Message:
+    return parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+
+
+def test_fields_are_read_tolerantly_and_unescaped() -> None:
+    message = _parsed(
+        ADT_A01_251.replace("DOE^JOHN", "O\\T\\BRIEN\\S\\X^JOHN~ALIAS^JO^^^^^A")
+        .replace("12345^^^HOSP^MR", "12345^^^HOSP&1.2.3&ISO^MR~999^^^SSA^SS")
+        .rstrip("\r")
+    )
+    msh, pid = fields.segment(message, "MSH"), fields.segment(message, "PID")
+    assert fields.field(msh, "MSH-2") == "^~\\&"
+    assert (fields.field(msh, "MSH-4"), fields.field(msh, "MSH-4.2")) == ("HOSP^1.2.3^ISO", "1.2.3")
+    assert fields.field(msh, "MSH-9.2") == "A01"
+    assert fields.field(pid, "PID-5.1") == "O&BRIEN^X"
+    assert fields.field(pid, "PID-5.2", repetition=1) == "JO"
+    assert fields.field(pid, "PID-3.4.2") == "1.2.3"
+    assert [cx.component(5) for cx in fields.repetitions(pid, "PID-3")] == ["MR", "SS"]
+    assert fields.field(pid, "PID-40") == "" and fields.repetitions(pid, "PID-40") == []
+    assert fields.segment(message, "OBR") is None and fields.field(None, "OBR-4") == ""
+    assert fields.unescape("a\\F\\b\\X41\\c\\.br\\d\\H\\e") == "a|bAc\nde"
+
+
+def test_timestamps_are_site_time_unless_they_carry_an_offset() -> None:
+    madrid = ZoneInfo("Europe/Madrid")
+    assert fields.timestamp_value("202407011230", "ORC-7", madrid) == datetime(
+        2024, 7, 1, 10, 30, tzinfo=UTC
+    )
+    assert fields.timestamp_value("20240701123000.5-0500", "ORC-7", madrid) == datetime(
+        2024, 7, 1, 17, 30, 0, 500000, tzinfo=UTC
+    )
+    assert fields.timestamp_value("", "ORC-7", madrid) is None
+    assert fields.date_value("19700102", "PID-7") == date(1970, 1, 2)
+    for bad in ("2024-07-01", "20241301", "1970"):
+        with pytest.raises(HL7ApplicationError) as caught:
+            fields.date_value(bad, "PID-7")
+        assert (caught.value.field, caught.value.code) == ("PID-7", "102")
