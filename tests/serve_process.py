@@ -53,19 +53,24 @@ class ServeProcess:
             cwd=ROOT, env=self.env, input=stdin, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
+    def output(self) -> str:
+        return (self.data_dir / "serve.log").read_text()
+
     def start(self) -> None:
         only = [arg for name in self.only for arg in ("--only", name)]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "serve", *only],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        # A file, not a pipe: nobody reads a pipe while serve runs, and a full one blocks it.
+        with open(self.data_dir / "serve.log", "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "serve", *only],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
 
     def wait_ready(self, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"serve exited early:\n{self.process.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"serve exited early:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as response:
                     return json.load(response)
@@ -79,9 +84,9 @@ class ServeProcess:
         started = time.monotonic()
         self.process.send_signal(sig)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            output, _ = self.process.communicate()
-            return -1, timeout, output
-        return self.process.returncode, time.monotonic() - started, output
+            self.process.wait()
+            return -1, timeout, self.output()
+        return self.process.returncode, time.monotonic() - started, self.output()
