@@ -6,7 +6,6 @@ import csv
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -31,9 +30,9 @@ from ris.errors import PlacaError
 from ris.forms import AuditSearchForm, UserForm
 from ris.health import doors_status
 from ris.models import AuditEvent, User, UserSession
+from ris.paging import page_of
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-PAGE_SIZE = 50
 
 
 @bp.route("/")
@@ -167,16 +166,13 @@ def audit_log() -> str:
     """Search the audit log, newest first."""
     form = AuditSearchForm(request.args)
     criteria = _criteria(form) if form.validate() else audit.AuditFilter()
-    page = max(1, request.args.get("page", 1, type=int))
     db = get_db()
-    rows = db.scalars(
-        audit.search_events(criteria).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
-    ).all()
+    page = page_of(db, audit.search_events(criteria))
     _record_audit_access(db, "audit.view", criteria)
     db.commit()
     return render_template(
-        "admin/audit.html", form=form, events=rows[:PAGE_SIZE], page=page,
-        has_more=len(rows) > PAGE_SIZE, query=_query_without_page(),
+        "admin/audit.html", form=form, events=page.rows, page=page.number,
+        has_more=page.has_more, query=page.query,
     )  # fmt: skip
 
 
@@ -240,9 +236,3 @@ def _day_start(day: object, zone: ZoneInfo) -> datetime | None:
 def _record_audit_access(db: Session, action: str, criteria: audit.AuditFilter) -> None:
     filters = {k: str(v) for k, v in vars(criteria).items() if v is not None}
     audit.record(db, current_actor(), action, object_type="audit", detail=filters or None)
-
-
-def _query_without_page() -> str:
-    args = request.args.to_dict()
-    args.pop("page", None)
-    return urlencode(args)

@@ -99,6 +99,7 @@ def unbooked_exams(db: Session, limit: int = 200) -> list[RequestedProcedure]:
     query = (
         select(RequestedProcedure)
         .join(RequestedProcedure.order)
+        .options(contains_eager(RequestedProcedure.order).joinedload(Order.patient))
         .where(RequestedProcedure.status.in_(waiting))
         .order_by(priority_rank(), Order.created_at)
         .limit(limit)

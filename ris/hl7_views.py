@@ -7,7 +7,6 @@ search of the log (``hl7.message.search``), as one event like the audit log's ow
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -32,10 +31,10 @@ from ris.auth import current_actor, roles
 from ris.db import get_db
 from ris.errors import PlacaError
 from ris.hl7 import log
+from ris.paging import page_of
 from ris.site import site_of
 
 bp = Blueprint("hl7", __name__, url_prefix="/admin/hl7")
-PAGE_SIZE = 50
 STATUS_LABELS = {
     log.APPLIED: _l("Applied"),
     log.ERROR: _l("Error"),
@@ -76,16 +75,13 @@ def messages() -> str:
     """Search the inbound message log, newest first."""
     form = MessageSearchForm(request.args)
     criteria = _criteria(form) if form.validate() else log.MessageFilter()
-    page = max(1, request.args.get("page", 1, type=int))
     db = get_db()
-    rows = db.scalars(
-        log.search_messages(criteria).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
-    ).all()
+    page = page_of(db, log.search_messages(criteria))
     _record_search(db, criteria)
     db.commit()
     return render_template(
-        "hl7/messages.html", form=form, messages=rows[:PAGE_SIZE], page=page,
-        has_more=len(rows) > PAGE_SIZE, query=_query_without_page(),
+        "hl7/messages.html", form=form, messages=page.rows, page=page.number,
+        has_more=page.has_more, query=page.query,
     )  # fmt: skip
 
 
@@ -157,9 +153,3 @@ def _record_search(db: Session, criteria: log.MessageFilter) -> None:
 def _lines(text: str) -> str:
     """Segments one per line, as people read HL7."""
     return text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
-
-
-def _query_without_page() -> str:
-    args = request.args.to_dict()
-    args.pop("page", None)
-    return urlencode(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydicom.uid import generate_uid
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -53,7 +53,3 @@ def new_step_id(db: Session) -> str:
 def new_uid(root: str) -> str:
     """A new DICOM UID under the organisation's root, or a UUID-derived 2.25 UID without one."""
     return generate_uid(prefix=f"{root}." if root else None)
-
-
-def counter_value(db: Session, name: str) -> int:
-    return int(db.scalar(select(Counter.value).where(Counter.name == name)) or 0)

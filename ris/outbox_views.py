@@ -26,10 +26,10 @@ from ris.db import get_db
 from ris.errors import PlacaError
 from ris.hl7 import outbound
 from ris.models import HL7Destination
+from ris.paging import page_of
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("outbox", __name__, url_prefix="/admin/outbox")
-PAGE_SIZE = 50
 Page = str | tuple[str, int] | Response
 STATE_LABELS = {
     "queued": _l("queued"),
@@ -102,15 +102,13 @@ def messages() -> str:
     state = request.args.get("state", "")
     state = state if state in outbound.STATES else ""
     destination_id = request.args.get("destination", type=int)
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    query = outbound.outbox_query(state or None, destination_id)
-    rows = list(db.scalars(query.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
-    audit.record(db, current_actor(), "hl7.outbox.view",
-                 detail={"state": state, "destination": destination_id, "page": page})  # fmt: skip
+    page = page_of(db, outbound.outbox_query(state or None, destination_id))
+    detail = {"state": state, "destination": destination_id, "page": page.number}
+    audit.record(db, current_actor(), "hl7.outbox.view", detail=detail)
     db.commit()
     return render_template(
-        "outbox/messages.html", rows=rows[:PAGE_SIZE], has_more=len(rows) > PAGE_SIZE,
-        page=page, state=state, destination_id=destination_id, states=outbound.STATES,
+        "outbox/messages.html", rows=page.rows, has_more=page.has_more,
+        page=page.number, state=state, destination_id=destination_id, states=outbound.STATES,
         destinations=outbound.list_destinations(db),
     )  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Response, current_app, jsonify, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
@@ -20,10 +22,11 @@ from ris.api.fields import (
     SLOTS_QUERY,
 )
 from ris.api_schemas import CodeRef, parse_body, parse_query
+from ris.audit import Actor
 from ris.auth import current_actor, roles
 from ris.db import get_db, utcnow
 from ris.errors import Invalid
-from ris.models import ProcedureCode, Room
+from ris.models import ProcedureCode, RequestedProcedure, Room
 from ris.site import site_of
 
 
@@ -92,11 +95,7 @@ def get_exam(exam_id: int) -> Response:
 def check_in(exam_id: int) -> Response:
     """The patient has arrived."""
     parse_body(NO_FIELDS)
-    db = get_db()
-    exam = orders.get_exam(db, exam_id)
-    scheduling.check_in(db, current_actor(), exam)
-    db.commit()
-    return jsonify(render.exam(exam))
+    return _status_action(exam_id, scheduling.check_in)
 
 
 @bp.post("/exams/<int:exam_id>/cancel")
@@ -104,11 +103,9 @@ def check_in(exam_id: int) -> Response:
 def cancel(exam_id: int) -> Response:
     """Cancel the exam, giving a reason; its slot is freed."""
     reason = parse_body(CANCEL_FIELDS)["reason"]
-    db = get_db()
-    exam = orders.get_exam(db, exam_id)
-    scheduling.cancel(db, current_actor(), exam, reason)
-    db.commit()
-    return jsonify(render.exam(exam))
+    return _status_action(
+        exam_id, lambda db, actor, exam: scheduling.cancel(db, actor, exam, reason)
+    )
 
 
 @bp.post("/exams/<int:exam_id>/no-show")
@@ -116,9 +113,17 @@ def cancel(exam_id: int) -> Response:
 def no_show(exam_id: int) -> Response:
     """The patient did not come; the exam can be booked again."""
     parse_body(NO_FIELDS)
+    return _status_action(exam_id, scheduling.no_show)
+
+
+ExamAction = Callable[[Session, Actor, RequestedProcedure], None]
+
+
+def _status_action(exam_id: int, action: ExamAction) -> Response:
+    """Apply a status change through its service and answer the exam as it now stands."""
     db = get_db()
     exam = orders.get_exam(db, exam_id)
-    scheduling.no_show(db, current_actor(), exam)
+    action(db, current_actor(), exam)
     db.commit()
     return jsonify(render.exam(exam))
 

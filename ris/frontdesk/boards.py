@@ -21,7 +21,6 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
 
 from ris import audit, catalog
 from ris import board as boards
@@ -46,8 +45,6 @@ from ris.frontdesk.common import (
 )
 from ris.models import (
     ExamStatus,
-    Order,
-    RequestedProcedure,
     Room,
 )
 from ris.site import Site, site_of
@@ -130,18 +127,6 @@ def _room_arg(rooms: list[Room]) -> Room | None:
     return room
 
 
-def _unbooked(db: Session) -> list[RequestedProcedure]:
-    """Exams waiting to be booked, with their orders and patients loaded in one more query."""
-    exams = boards.unbooked_exams(db, limit=UNBOOKED_LIMIT)
-    order_ids = {exam.order_id for exam in exams}
-    if order_ids:
-        # Many-to-one loads hit the identity map afterwards: no query per exam.
-        db.scalars(
-            select(Order).options(joinedload(Order.patient)).where(Order.id.in_(order_ids))
-        ).all()
-    return exams
-
-
 @bp.route("/board", endpoint="board")
 @roles(*BOARD_READERS)
 def day_board() -> str:
@@ -152,7 +137,7 @@ def day_board() -> str:
         rooms = catalog.list_rooms(db)
         room = _room_arg(rooms)
         rows = boards.day_board(db, site, day, room.id if room else None)
-        waiting = _unbooked(db)
+        waiting = boards.unbooked_exams(db, limit=UNBOOKED_LIMIT)
         can_check_in = current_user.has_role(*FRONT_DESK)
         audit.record(db, current_actor(), "board.view", object_type="board",
                      detail={"date": day.isoformat(), "room": room.code if room else None,
