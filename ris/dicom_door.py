@@ -1,19 +1,27 @@
 """The DICOM door: one pynetdicom application entity for every DICOM service Placa offers.
 
-Services live in their packages (``pacs.dicom``, later ``worklist.dicom``); this module
-only assembles them on one AE title and port, with the socket and timeout settings that
-every association needs.
+Services live in their packages (``pacs.dicom``, ``worklist.dicom``); each lists
+:class:`DicomService` entries, and this module assembles them on one AE title and port,
+with the socket and timeout settings every association needs.
+
+pynetdicom binds one handler per event (one for every C-FIND, one for every N-SET...),
+whatever the SOP class. The door binds a dispatcher per event instead, which hands the
+request to the service registered for its SOP class: the Modality Worklist and the
+archive's Query/Retrieve both answer C-FIND, MPPS and Storage Commitment both use
+N-services, without knowing of each other.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
 from pynetdicom import AE, evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventType
 from pynetdicom.transport import ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
@@ -21,6 +29,21 @@ logger = logging.getLogger(__name__)
 ACSE_TIMEOUT = 30
 DIMSE_TIMEOUT = 60
 NETWORK_TIMEOUT = 60
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.5.4 (refused: SOP Class not supported)
+
+ServiceHandler = Callable[[Event, Flask], Any]
+"""A service's handler: pynetdicom's event, and the application (database, settings)."""
+
+
+@dataclass(frozen=True)
+class DicomService:
+    """The SOP classes a service answers and its handler for each DIMSE event."""
+
+    sop_classes: tuple[str, ...]
+    handlers: Mapping[EventType, ServiceHandler]
+    # SCP/SCU role selection to accept for these classes (C-GET needs the requestor as SCP).
+    scu_role: bool | None = None
+    scp_role: bool | None = None
 
 
 def set_nodelay(event: Event) -> None:
@@ -43,24 +66,66 @@ def _log_association(event: Event) -> None:
     )  # fmt: skip
 
 
-def build_ae(app: Flask) -> tuple[AE, list[tuple[Any, Any]]]:
-    """The application entity with every service's presentation contexts and handlers."""
-    from pacs import dicom as pacs_dicom
+def requested_sop_class(event: Event) -> str:
+    """The SOP class a DIMSE request is for (N-SET/N-ACTION/N-GET name it "Requested")."""
+    request = event.request
+    uid = getattr(request, "AffectedSOPClassUID", None) or getattr(
+        request, "RequestedSOPClassUID", None
+    )
+    return str(uid or "")
 
+
+def _dispatcher(app: Flask, table: dict[str, ServiceHandler]) -> Callable[[Event], Any]:
+    def dispatch(event: Event) -> Any:
+        uid = requested_sop_class(event)
+        handler = table.get(uid)
+        if handler is None:
+            logger.warning("%s for SOP class %s: no service", event.event.name, uid)
+            return _refusal(event)
+        return handler(event, app)
+
+    return dispatch
+
+
+def _refusal(event: Event) -> Any:
+    if event.event in (evt.EVT_C_FIND, evt.EVT_C_GET, evt.EVT_C_MOVE):
+        return iter([(SOP_CLASS_NOT_SUPPORTED, None)])
+    if event.event in (evt.EVT_N_CREATE, evt.EVT_N_SET, evt.EVT_N_ACTION, evt.EVT_N_GET):
+        return SOP_CLASS_NOT_SUPPORTED, None
+    return SOP_CLASS_NOT_SUPPORTED
+
+
+def _services() -> list[DicomService]:
+    from pacs import dicom as pacs_dicom
+    from worklist import dicom as worklist_dicom
+
+    return [*pacs_dicom.SERVICES, *worklist_dicom.SERVICES]
+
+
+def build_ae(
+    app: Flask, services: Iterable[DicomService] | None = None
+) -> tuple[AE, list[tuple[Any, Any]]]:
+    """The application entity with every service's presentation contexts and handlers."""
     ae = AE(ae_title=app.config["AE_TITLE"])
     ae.maximum_pdu_size = app.config["DICOM_MAX_PDU"]
     ae.require_called_aet = True
     ae.acse_timeout, ae.dimse_timeout = ACSE_TIMEOUT, DIMSE_TIMEOUT
     ae.network_timeout = NETWORK_TIMEOUT
+    # pynetdicom's default (10 at once) is a workstation's: a department's modalities,
+    # viewers and archives together open more.
+    ae.maximum_associations = 64
+    tables: dict[EventType, dict[str, ServiceHandler]] = {}
+    for service in _services() if services is None else services:
+        for uid in service.sop_classes:
+            ae.add_supported_context(uid, scu_role=service.scu_role, scp_role=service.scp_role)
+            for event_type, handler in service.handlers.items():
+                tables.setdefault(event_type, {})[uid] = handler
     handlers: list[tuple[Any, Any]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
     ]
-    for module in (pacs_dicom,):
-        for uid in module.CONTEXTS:
-            ae.add_supported_context(uid)
-        handlers.extend(module.HANDLERS.items())
+    handlers.extend((event_type, _dispatcher(app, table)) for event_type, table in tables.items())
     return ae, handlers
 
 
