@@ -7,6 +7,7 @@ adds its ``models`` import below.
 from __future__ import annotations
 
 import ris.models  # noqa: F401
+import worklist.models  # noqa: F401
 from ris.db import Base
 
 metadata = Base.metadata
