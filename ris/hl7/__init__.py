@@ -1,4 +1,4 @@
-"""Placa's HL7 v2 side: inbound messages are decoded, parsed with hl7apy,
+"""Placa's HL7 v2 side: inbound messages are decoded, split into segments and fields,
 dispatched by message type, applied, logged and acknowledged.
 
 Original-mode acknowledgements: ``AA`` when the route succeeds, ``AE`` for an

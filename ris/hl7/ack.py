@@ -7,16 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hl7apy.consts import DEFAULT_ENCODING_CHARS, VALIDATION_LEVEL
-from hl7apy.core import Message, Segment
-
 from ris.hl7.errors import ERROR_TEXT
 from ris.hl7.wire import CHARSETS, DEFAULT_VERSION, Header, escape
 
 # Up to 2.4, ERR has a single field, ERR-1 "error code and location", and the
 # human-readable text goes to MSA-3; from 2.5 on it is ERR-2/3/4/8.
 _ERR1_VERSIONS = frozenset({"2.1", "2.2", "2.3", "2.3.1", "2.4"})
-# hl7apy drops ERR-1 from its 2.8.x ERR structure and shifts every field left,
+# 2.8 withdrew ERR-1 and MSA-3 (hl7apy's 2.8 structures shift every ERR field left),
 # so those (rare) peers get a 2.5.1 acknowledgement instead.
 _ACK_VERSIONS = _ERR1_VERSIONS | {"2.5", "2.5.1", "2.6", "2.7"}
 _TWO_PART_MESSAGE_TYPE = frozenset({"2.1", "2.2", "2.3"})  # no message structure component yet
@@ -40,45 +37,50 @@ ACCEPTED = Outcome("AA")
 
 
 def build_ack(header: Header, outcome: Outcome, application: str, facility: str) -> str:
-    """The ACK for ``header``'s message, as ER7 text ending in a segment terminator."""
+    """The ACK for ``header``'s message, as ER7 text ending in a segment terminator.
+
+    Written as text: an ACK is three short segments, and building it with hl7apy cost
+    more than applying a typical order (tests parse it back with hl7apy).
+    """
     version = header.version if header.version in _ACK_VERSIONS else DEFAULT_VERSION
+    msh = _ack_header(header, version, application, facility)
+    msa = {1: outcome.ack_code, 2: escape(header.control_id)}
+    err = _error_fields(outcome, version, msa) if outcome.error_code else {}
+    segments = [_segment("MSH", msh), _segment("MSA", msa)]
+    if err:
+        segments.append(_segment("ERR", err))
+    return "\r".join(segments) + "\r"
+
+
+def _segment(name: str, fields: dict[int, str]) -> str:
+    """``fields`` by number (SEG-n) joined with ``|``; for MSH, MSH-1 and MSH-2 are implied."""
+    first = 3 if name == "MSH" else 1
+    last = max((number for number, text in fields.items() if text), default=first - 1)
+    values = [fields.get(number, "") for number in range(first, last + 1)]
+    head = "MSH|^~\\&" if name == "MSH" else name
+    return "|".join([head, *values])
+
+
+def _ack_header(header: Header, version: str, application: str, facility: str) -> dict[int, str]:
     # Four encoding characters even in 2.7, where the truncation one is optional:
     # nothing we write needs it, and older peers choke on it.
-    ack = Message(
-        "ACK",
-        version=version,
-        validation_level=VALIDATION_LEVEL.TOLERANT,
-        encoding_chars=DEFAULT_ENCODING_CHARS,
-    )
-    _fill_ack_header(ack.msh, header, version, application, facility)
-    ack.msa.msa_1 = outcome.ack_code
-    if header.control_id:
-        ack.msa.msa_2 = header.control_id
-    if outcome.error_code:
-        _add_error(ack, outcome, version)
-    return ack.to_er7() + "\r"
-
-
-def _fill_ack_header(
-    msh: Segment, header: Header, version: str, application: str, facility: str
-) -> None:
-    msh.msh_3 = escape(application)
-    msh.msh_4 = escape(facility)
-    if header.sending_application:
-        msh.msh_5 = header.sending_application
-    if header.sending_facility:
-        msh.msh_6 = header.sending_facility
-    msh.msh_7 = _utc_timestamp()
-    msh.msh_9 = _ack_message_type(header.event, version)
-    msh.msh_10 = _new_control_id()
-    msh.msh_11 = header.processing_id or "P"
-    msh.msh_12 = version
+    fields = {
+        3: escape(application),
+        4: escape(facility),
+        5: header.sending_application,  # quoted as sent (still escaped)
+        6: header.sending_facility,
+        7: _utc_timestamp(),
+        9: _ack_message_type(header.event, version),
+        10: _new_control_id(),
+        11: header.processing_id or "P",
+        12: version,
+    }
     if header.charset.upper() in CHARSETS:
-        msh.msh_18 = header.charset
+        fields[18] = header.charset
+    return fields
 
 
-def _add_error(ack: Message, outcome: Outcome, version: str) -> None:
-    err = ack.add_segment("ERR")
+def _error_fields(outcome: Outcome, version: str, msa: dict[int, str]) -> dict[int, str]:
     code = [
         escape(outcome.error_code),
         ERROR_TEXT.get(outcome.error_code, "Application error"),
@@ -88,16 +90,10 @@ def _add_error(ack: Message, outcome: Outcome, version: str) -> None:
     text = escape(outcome.text[:_MAX_TEXT])
     if version in _ERR1_VERSIONS:
         # ELD: segment ID ^ sequence ^ field position ^ code (a CE, hence subcomponents)
-        err.err_1 = "^".join([*(location + ["", "", ""])[:3], "&".join(code)])
         if text:
-            ack.msa.msa_3 = text
-        return
-    if location:
-        err.err_2 = "^".join(location)
-    err.err_3 = "^".join(code)
-    err.err_4 = "E"
-    if text:
-        err.err_8 = text
+            msa[3] = text
+        return {1: "^".join([*(location + ["", "", ""])[:3], "&".join(code)])}
+    return {2: "^".join(location), 3: "^".join(code), 4: "E", 8: text}
 
 
 def _location_components(field: str) -> list[str]:

@@ -30,13 +30,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from hl7apy.core import Message, Segment
-
 from ris import audit, patients
 from ris.errors import Conflict, Invalid, PlacaError
 from ris.hl7.errors import HL7ApplicationError
 from ris.hl7.fields import Value, date_value, field, is_null, repetitions, segment, segments
 from ris.hl7.inbound import ROUTES, Context
+from ris.hl7.message import Message, Segment
 from ris.models import Patient, Sex
 from ris.patients import PatientData
 

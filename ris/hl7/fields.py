@@ -1,8 +1,8 @@
 """Reading fields out of parsed messages, tolerantly: what is absent is empty, never an error.
 
-Routes get hl7apy messages parsed with ``find_groups=False``; hl7apy's own accessors
-raise or create elements on the way, and keep escape sequences. These helpers work on a
-segment's ER7 text instead and return plain, unescaped strings::
+Routes get :class:`ris.hl7.message.Message` objects, whose segments are split into
+fields once. These helpers pick a field, repetition, component or subcomponent out of
+them and return plain, unescaped strings::
 
     pid = segment(message, "PID")
     field(pid, "PID-3.1")        # first repetition, component 1
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from hl7apy.core import Message, Segment
-
 from ris.hl7.errors import HL7ApplicationError
+from ris.hl7.message import Message, Segment
 
 NULL = '""'
 """HL7's explicit null: the sender asks to erase the value (empty means "not sent")."""
@@ -79,8 +78,8 @@ def repetitions(seg: Segment | None, location: str) -> list[Value]:
     if seg is None:
         return []
     number, _component, _sub = _parse_location(location)
-    chars = _chars(seg)
-    raw = _raw_field(seg, number, chars)
+    chars = seg.chars
+    raw = _raw_field(seg, number)
     if raw is None:
         return []
     # MSH-2 holds the repetition character itself: never split it.
@@ -97,8 +96,8 @@ def field(seg: Segment | None, location: str, repetition: int = 0) -> str:
     if seg is None:
         return ""
     number, component, sub = _parse_location(location)
-    chars = _chars(seg)
-    raw = _raw_field(seg, number, chars)
+    chars = seg.chars
+    raw = _raw_field(seg, number)
     if raw is None:
         return ""
     if _is_msh(seg) and number <= 2:
@@ -200,26 +199,9 @@ def _parse_location(location: str) -> tuple[int, int, int]:
     return int(match[2]), int(match[3] or 0), int(match[4] or 0)
 
 
-def _chars(seg: Segment) -> Mapping[str, str]:
-    try:
-        chars = seg.encoding_chars
-    except AttributeError:
-        chars = None
-    return chars or _DEFAULT_CHARS
-
-
 def _is_msh(seg: Segment) -> bool:
-    return str(seg.name).upper() in ("MSH", "BHS", "FHS")
+    return seg.name in ("MSH", "BHS", "FHS")
 
 
-def _raw_field(seg: Segment, number: int, chars: Mapping[str, str]) -> str | None:
-    text = seg.to_er7(encoding_chars=dict(chars))
-    parts = text.split(chars["FIELD"])
-    if _is_msh(seg):
-        # MSH-1 is the field separator itself, so MSH-n is parts[n - 1].
-        if number == 1:
-            return chars["FIELD"]
-        index = number - 1
-    else:
-        index = number
-    return parts[index] if 0 < index < len(parts) else None
+def _raw_field(seg: Segment, number: int) -> str | None:
+    return seg.fields[number] if 0 < number < len(seg.fields) else None

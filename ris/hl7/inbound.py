@@ -1,4 +1,4 @@
-"""One inbound message: decode, check the header, parse with hl7apy, dispatch, acknowledge.
+"""One inbound message: decode, check the header, split and check it, dispatch, acknowledge.
 
 The steps are separate so that the door (:mod:`ris.hl7.log`) can put the database
 around them: :func:`receive` (no database), :func:`apply` (the route, in the caller's
@@ -14,26 +14,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from hl7apy import SUPPORTED_LIBRARIES
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.core import Message
-from hl7apy.exceptions import (
-    InvalidDataType,
-    InvalidDateFormat,
-    InvalidDateOffset,
-    InvalidEncodingChars,
-    InvalidMicrosecondsPrecision,
-    MaxLengthReached,
-    ValidationError,
-)
-from hl7apy.parser import parse_message
 from sqlalchemy.orm import Session
 
 from ris.audit import Actor
 from ris.errors import Conflict, NotFound, PlacaError
 from ris.hl7.ack import ACCEPTED, Outcome, build_ack, fallback_ack
 from ris.hl7.errors import HL7Error
-from ris.hl7.wire import DEFAULT_VERSION, Header, decode, find_header, split_segments, with_version
+from ris.hl7.message import Message, ParseError, parse
+from ris.hl7.wire import Header, decode, find_header, split_segments
 from ris.site import Site
 
 # One logger for the whole HL7 side, named as before the package split, so that
@@ -63,24 +51,15 @@ an AE carrying its message; anything else an AR 207 (logged). The caller rolls t
 transaction back on any exception."""
 
 ROUTES: dict[str, RouteHandler] = {}
-"""``"TYPE^EVENT"`` (e.g. ``"ADT^A01"``) -> route. Routes receive an hl7apy Message
-parsed with ``find_groups=False``: segments are direct children (``msg.pid``,
-``msg.obr`` lists every OBR), whatever groups the structure would define."""
+"""``"TYPE^EVENT"`` (e.g. ``"ADT^A01"``) -> route. Routes receive a
+:class:`ris.hl7.message.Message`: its segments in order, without groups, read with
+:mod:`ris.hl7.fields`."""
 
 OVERSIZE_TEXT = "Message exceeds the maximum accepted size"
 
 ContextFactory = Callable[[Header], AbstractContextManager[Context]]
 """Opens the transaction a route runs in, for :func:`handle_message`."""
 
-_DATA_ERRORS = (
-    InvalidDataType,
-    InvalidDateFormat,
-    InvalidDateOffset,
-    InvalidEncodingChars,
-    InvalidMicrosecondsPrecision,
-    MaxLengthReached,
-    ValidationError,
-)
 _PLACA_ERROR_CODES: tuple[tuple[type[PlacaError], str], ...] = (
     (NotFound, "204"),  # unknown key identifier
     (Conflict, "205"),  # duplicate key identifier
@@ -285,17 +264,17 @@ def _parse_and_route(
     segments: list[str], header: Header, text: str, codec: str, peer: str
 ) -> Received:
     try:
-        message = _parse(segments, header)
-    except Exception as exc:  # hl7apy raises its own and built-in errors on malformed input
+        message = parse(segments, header.version)
+    except ParseError as exc:
         logger.warning(
-            "HL7 %s control_id=%r from %s: cannot parse: %s: %s",
+            "HL7 %s control_id=%r from %s: cannot parse: %s",
             header.message_type,
             header.control_id,
             peer,
-            type(exc).__name__,
-            exc,
+            exc.text,
         )
-        return Received(header, text, codec, rejection=_parse_failure(exc))
+        rejection = Outcome("AR", exc.code, f"Cannot parse message: {exc.text}", exc.location)
+        return Received(header, text, codec, rejection=rejection)
     # Looked up at call time in the one ROUTES dict that ris.hl7 re-exports, so
     # routes registered (or monkeypatched) there after import are seen.
     route = ROUTES.get(header.message_type)
@@ -305,19 +284,3 @@ def _parse_and_route(
         )
         return Received(header, text, codec, rejection=rejection)
     return Received(header, text, codec, message=message, route=route)
-
-
-def _parse(segments: list[str], header: Header) -> Message:
-    if header.version not in SUPPORTED_LIBRARIES:
-        # hl7apy refuses unknown versions outright; read them as the default
-        # rather than rejecting a peer over a label.
-        segments = [with_version(segments[0], DEFAULT_VERSION), *segments[1:]]
-    return parse_message(
-        "\r".join(segments), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False
-    )
-
-
-def _parse_failure(exc: Exception) -> Outcome:
-    code = "102" if isinstance(exc, _DATA_ERRORS) else "100"
-    location = "MSH-2" if isinstance(exc, InvalidEncodingChars) else ""
-    return Outcome("AR", code, f"Cannot parse message: {exc}", location)

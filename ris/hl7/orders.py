@@ -37,12 +37,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from hl7apy.core import Message, Segment
 from sqlalchemy import select
 
 from ris import catalog, scheduling, status
@@ -52,6 +51,7 @@ from ris.hl7.adt import upsert_patient_from_pid
 from ris.hl7.errors import HL7ApplicationError
 from ris.hl7.fields import Value, timestamp_value
 from ris.hl7.inbound import ROUTES
+from ris.hl7.message import Message, Segment
 from ris.models import (
     ExamStatus,
     Order,
@@ -96,22 +96,9 @@ NOT_STARTED = frozenset({ExamStatus.ORDERED, ExamStatus.SCHEDULED, ExamStatus.AR
 # --- reading fields -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Seg:
-    """A segment split into fields once (hl7apy re-serialises a segment on every read)."""
-
-    fields: list[str]  # fields[n] is SEG-n, still escaped
-    chars: Mapping[str, str]
-
-    @classmethod
-    def of(cls, segment: Segment) -> Seg:
-        chars = segment.encoding_chars
-        return cls(segment.to_er7(encoding_chars=dict(chars)).split(chars["FIELD"]), chars)
-
-
-def value(seg: Seg | None, location: str) -> str:
+def value(seg: Segment | None, location: str) -> str:
     """``value(obr, "OBR-4.2")``: that (sub)component of the first repetition, unescaped and
-    stripped; "" when absent. Not for MSH (its numbering is shifted)."""
+    stripped; "" when absent."""
     if seg is None:
         return ""
     number, _, rest = location.partition("-")[2].partition(".")
@@ -122,7 +109,7 @@ def value(seg: Seg | None, location: str) -> str:
     return first.component(int(component or 1), int(sub or 1))
 
 
-def _first(*candidates: tuple[Seg | None, str]) -> tuple[str, str]:
+def _first(*candidates: tuple[Segment | None, str]) -> tuple[str, str]:
     """The first non-empty value among ``(segment, location)`` pairs, with its location."""
     for segment, location in candidates:
         found = value(segment, location)
@@ -131,7 +118,7 @@ def _first(*candidates: tuple[Seg | None, str]) -> tuple[str, str]:
     return "", candidates[0][1] if candidates else ""
 
 
-def _person(segment: Seg | None, location: str) -> str:
+def _person(segment: Segment | None, location: str) -> str:
     """An XCN (id^family^given^...) as "Family^Given"; the id when no name is sent."""
     family = value(segment, f"{location}.2")
     given = value(segment, f"{location}.3")
@@ -157,48 +144,48 @@ def hl7_time(text: str, location: str, context: Context) -> datetime | None:
 class Item:
     """One OBR (one exam) with the segments that qualify it."""
 
-    obr: Seg
-    orc: Seg | None
-    tq1: Seg | None = None
-    ipc: Seg | None = None
-    zds: Seg | None = None
+    obr: Segment
+    orc: Segment | None
+    tq1: Segment | None = None
+    ipc: Segment | None = None
+    zds: Segment | None = None
 
 
 @dataclass
 class OrderMessage:
     """The segments of one ORM^O01 / OMI^O23, read without groups."""
 
-    pid: Segment | None = None  # as parsed: the ADT module reads it
-    pv1: Seg | None = None
-    orc: Seg | None = None
+    pid: Segment | None = None
+    pv1: Segment | None = None
+    orc: Segment | None = None
     items: list[Item] = field(default_factory=list)
-    diagnoses: list[Seg] = field(default_factory=list)
+    diagnoses: list[Segment] = field(default_factory=list)
 
     @classmethod
     def read(cls, message: Message) -> OrderMessage:
         found = cls()
-        orc: Seg | None = None
-        tq1: Seg | None = None
+        orc: Segment | None = None
+        tq1: Segment | None = None
         for segment in message.children:
-            name = segment.name.upper()
+            name = segment.name
             if name == "PID":
                 found.pid = found.pid or segment
             elif name == "PV1":
-                found.pv1 = found.pv1 or Seg.of(segment)
+                found.pv1 = found.pv1 or segment
             elif name == "ORC":
-                orc, tq1 = Seg.of(segment), None
+                orc, tq1 = segment, None
                 found.orc = found.orc or orc
             elif name == "TQ1":
-                tq1 = tq1 or Seg.of(segment)
+                tq1 = tq1 or segment
             elif name == "OBR":
-                found.items.append(Item(Seg.of(segment), orc, tq1))
+                found.items.append(Item(segment, orc, tq1))
                 tq1 = None
             elif name in ("IPC", "ZDS") and found.items:
                 item = found.items[-1]
                 if getattr(item, name.lower()) is None:
-                    setattr(item, name.lower(), Seg.of(segment))
+                    setattr(item, name.lower(), segment)
             elif name == "DG1":
-                found.diagnoses.append(Seg.of(segment))
+                found.diagnoses.append(segment)
         return found
 
     def control(self) -> str:
@@ -395,7 +382,7 @@ def _procedure(context: Context, item: Item) -> ProcedureCode:
     return found
 
 
-def _alternate(context: Context, obr: Seg, location: str) -> ProcedureCode | None:
+def _alternate(context: Context, obr: Segment, location: str) -> ProcedureCode | None:
     """The code's catalog entry, by its alternate identifier (components 4 to 6) if need be."""
     primary = catalog.find_procedure(context.db, value(obr, f"{location}.3") or "L",
                                      value(obr, f"{location}.1"))  # fmt: skip

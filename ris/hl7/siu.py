@@ -18,15 +18,9 @@ from __future__ import annotations
 from hl7apy.consts import DEFAULT_ENCODING_CHARS, VALIDATION_LEVEL
 from hl7apy.core import Message
 
-from ris.hl7.outbound import Envelope, components, header_fields, hl7_date
-from ris.models import (
-    ExamStatus,
-    Patient,
-    PatientClass,
-    Priority,
-    RequestedProcedure,
-    ScheduledProcedureStep,
-)
+from ris.hl7.outbound import Envelope, components, header_fields
+from ris.hl7.segments import fill_pid, fill_pv1, person
+from ris.models import ExamStatus, Priority, RequestedProcedure, ScheduledProcedureStep
 
 S = ExamStatus
 TRIGGERS = ("S12", "S13", "S14", "S15")
@@ -115,31 +109,9 @@ def _event_text(trigger: str, status: ExamStatus, reason: str) -> str:
 
 
 def _patient(message: Message, exam: RequestedProcedure) -> None:
-    patient: Patient = exam.order.patient
     group = message.add_group("SIU_S12_PATIENT")
-    pid = group.pid
-    pid.pid_1 = "1"
-    pid.pid_3 = components(patient.mrn, "", "", patient.mrn_issuer, "MR")
-    pid.pid_5 = components(patient.family_name, patient.given_name, patient.middle_name,
-                           patient.name_suffix, patient.name_prefix, "", "L")  # fmt: skip
-    if patient.birth_date:
-        pid.pid_7 = hl7_date(patient.birth_date)
-    pid.pid_8 = patient.sex.value if patient.sex else "U"
-    if any((patient.street, patient.city, patient.postal_code, patient.country)):
-        pid.pid_11 = components(patient.street or "", "", patient.city or "", "",
-                                patient.postal_code or "", patient.country or "", "H")  # fmt: skip
-    phones = []
-    if patient.phone:
-        phones.append(components(patient.phone, "PRN", "PH"))
-    if patient.email:
-        phones.append(components("", "NET", "Internet", patient.email))
-    for phone in phones:  # one repetition each
-        pid.add_field("pid_13").value = phone
-    pv1 = group.pv1
-    pv1.pv1_1 = "1"
-    pv1.pv1_2 = (exam.order.patient_class or PatientClass.OUTPATIENT).value
-    if exam.order.referring_physician:
-        pv1.pv1_8 = _person(exam.order.referring_physician)
+    fill_pid(group.pid, exam.order.patient)
+    fill_pv1(group.pv1, exam.order)
 
 
 def _resources(
@@ -170,16 +142,11 @@ def _resources(
     if step.performing_physician:
         aip = resources.add_group("SIU_S12_PERSONNEL_RESOURCE").aip
         aip.aip_1 = "1"
-        aip.aip_3 = _person(step.performing_physician)
+        aip.aip_3 = person(step.performing_physician)
         aip.aip_4 = "PERF^Performing^HL70182"
         aip.aip_6 = start
         aip.aip_9 = str(minutes)
         aip.aip_10 = "min"
-
-
-def _person(name: str) -> str:
-    """A "Family^Given" name as an XCN without an ID: ``^Family^Given``."""
-    return components("", *name.split("^")[:5])
 
 
 def _minutes(step: ScheduledProcedureStep) -> int:

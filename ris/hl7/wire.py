@@ -104,14 +104,6 @@ def _read_header(segment: str) -> Header:
     )
 
 
-def with_version(msh: str, version: str) -> str:
-    """The MSH segment with MSH-12 set to ``version``."""
-    fields = msh.split(msh[3])
-    fields += [""] * (12 - len(fields))
-    fields[11] = version
-    return msh[3].join(fields)
-
-
 def escape(text: str) -> str:
     """Escape the default delimiters; line breaks would end the segment, so they become spaces."""
     return text.translate(_ESCAPES)
