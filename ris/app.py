@@ -70,9 +70,10 @@ def _register_blueprints(app: Flask) -> None:
         views,
     )
     from ris.errors import register_error_handlers
+    from worklist import views as worklist_views
 
     for module in (signin, views, admin, health, patient_views, frontdesk, catalog_views, api,
-                   outbox_views, hl7_views):  # fmt: skip
+                   outbox_views, hl7_views, worklist_views):  # fmt: skip
         app.register_blueprint(module.bp)
     auth.init_app(app)
     register_error_handlers(app)

@@ -32,6 +32,8 @@ FRONT_DESK = ("front_desk", "admin")
 PATIENT_READERS = ("admin", "front_desk", "technologist", "radiologist", "transcriptionist",
                    "billing")  # fmt: skip
 BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
+TECHNOLOGISTS = ("technologist", "admin")
+ROOM_READERS = ("technologist", "admin", "front_desk")  # the technologist room list
 # Pages a user whose password must be changed may still reach.
 PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout", "static"}
 
