@@ -9,10 +9,12 @@ the transport. One message per report state (HL7 v2.5.1 chapter 7, IHE RAD resul
   filler number is the accession number), OBR-4 the procedure, OBR-7 when it was performed,
   OBR-18/19/20 accession, requested procedure ID and SPS ID (IHE), OBR-22 when the report
   reached its status, **OBR-25 the result status** and OBR-32 the signing radiologist.
-* One OBX per report section: OBX-2 ``FT`` (formatted text), OBX-3 the section (its LOINC
-  code when given, else a local one, with the title as text), OBX-5 the text, delimiters
-  escaped and each line break written ``\\.br\\``, **OBX-11 the same status as OBR-25**,
-  OBX-14 the time of the report, OBX-16 the radiologist.
+* One OBX per report section: OBX-2 ``TX``, OBX-3 the section (its LOINC code when given,
+  else a local one, with the title as text), OBX-5 the text, delimiters escaped, one
+  repetition per line (a TX field's repetitions are its hard line breaks; ``FT`` with
+  ``\\.br\\`` would say the same, but hl7apy escapes the backslashes of ``\\.br\\``),
+  **OBX-11 the same status as OBR-25**, OBX-14 the time of the report, OBX-16 the
+  radiologist.
 * The PDF of the report, only for destinations that ask for it (``include_pdf``): one more
   OBX of type ``ED``, ``^application^pdf^Base64^<data>`` (base64 uses no HL7 delimiter).
 
@@ -40,7 +42,6 @@ from ris.hl7.wire import escape
 from ris.models import OutboundMessage, RequestedProcedure
 
 MESSAGE_TYPE = "ORU^R01"
-LINE_BREAK = "\\.br\\"  # HL7 2.5.1 section 2.7.6, formatted text
 PDF_CODE = ("18748-4", "Diagnostic imaging study", "LN")
 DIAGNOSTIC_SERVICE = "RAD"  # OBR-24, HL7 table 0074
 
@@ -163,32 +164,33 @@ def _observations(group: Group, result: ReportResult, envelope: Envelope) -> Non
     for index, section in enumerate(texts, start=1):
         identifier = section.code or f"SECTION{index}"
         system = section.code_system if section.code else "L"
-        _obx(group, index, "FT", components(identifier, section.title, system),
-             formatted_text(section.text), result, envelope)  # fmt: skip
+        _obx(group, index, "TX", components(identifier, section.title, system),
+             text_lines(section.text), result, envelope)  # fmt: skip
     if envelope.include_pdf and result.pdf:
         data = base64.b64encode(result.pdf).decode("ascii")
         _obx(group, len(texts) + 1, "ED", components(*PDF_CODE),
-             f"^application^pdf^Base64^{data}", result, envelope)  # fmt: skip
+             [f"^application^pdf^Base64^{data}"], result, envelope)  # fmt: skip
 
 
 def _obx(
-    group: Group, index: int, value_type: str, identifier: str, value: str,
+    group: Group, index: int, value_type: str, identifier: str, values: list[str],
     result: ReportResult, envelope: Envelope,
 ) -> None:  # fmt: skip
     obx = group.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
     obx.obx_1 = str(index)
     obx.obx_2 = value_type
     obx.obx_3 = identifier
-    obx.obx_5 = value
+    for value in values:  # one repetition each
+        obx.add_field("obx_5").value = value
     obx.obx_11 = result.status.value
     obx.obx_14 = envelope.time(result.reported_at)
     obx.obx_16 = person(result.signer, result.signer_id)
 
 
-def formatted_text(text: str) -> str:
-    """``text`` as an FT value: delimiters escaped, each line break ``\\.br\\``."""
+def text_lines(text: str) -> list[str]:
+    """``text`` as the repetitions of a TX value: one escaped line each, blank lines kept."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n").split("\n")
-    return LINE_BREAK.join(escape(line.rstrip()) for line in lines)
+    return [escape(line.rstrip()) for line in lines]
 
 
 def sections_of(pairs: Sequence[tuple[str, str]]) -> tuple[ReportSection, ...]:
