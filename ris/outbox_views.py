@@ -36,6 +36,7 @@ STATE_LABELS = {
     "sent": _l("sent, awaiting acknowledgement"),
     "failed": _l("failed, will retry"),
     "acknowledged": _l("acknowledged"),
+    "dead": _l("dead-lettered, not sent"),
 }
 
 
@@ -141,6 +142,42 @@ def retry(message_id: int) -> Response:
         db.commit()
         flash(_("The message will be sent again within a few seconds."), "info")
     return redirect(url_for("outbox.message", message_id=message_id))
+
+
+@bp.route("/messages/<int:message_id>/skip", methods=["POST"])
+@roles("admin")
+def skip(message_id: int) -> Response:
+    """Dead-letter a queued or failed message: its destination goes on with the next one."""
+    db = get_db()
+    found = outbound.get_message(db, message_id)
+    reason = (request.form.get("reason") or "").strip()[:500]
+    try:
+        outbound.skip_message(db, current_actor(), found, reason)
+    except PlacaError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    else:
+        db.commit()
+        flash(_("The message is dead-lettered; the messages after it will be sent."), "info")
+    return redirect(url_for("outbox.message", message_id=message_id))
+
+
+@bp.route("/messages/<int:message_id>/resend", methods=["POST"])
+@roles("admin")
+def resend(message_id: int) -> Response:
+    """Queue a copy of a dead-lettered or acknowledged message, with a new control ID."""
+    db = get_db()
+    found = outbound.get_message(db, message_id)
+    try:
+        copy = outbound.resend_message(db, current_actor(), found)
+    except PlacaError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("outbox.message", message_id=message_id))
+    db.commit()
+    flash(_("A copy of message %(old)s is queued as message %(new)s.", old=message_id,
+            new=copy.id), "info")  # fmt: skip
+    return redirect(url_for("outbox.message", message_id=copy.id))
 
 
 # Destinations ------------------------------------------------------------------------------

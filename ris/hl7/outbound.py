@@ -12,9 +12,35 @@ the messages in id order over one MLLP connection, each answered by its ACK befo
 
 * ``queued`` -> ``sent`` when claimed (committed before the bytes leave), then
 * ``acknowledged`` on MSA-1 ``AA``/``CA``, or
-* ``failed`` on ``AE``/``AR``, a refused connection, a timeout or a garbled reply; the
-  destination stops there, to keep its order, and the message is retried with back-off
-  (10 s, 20 s, 40 s... at most 10 min) until it is acknowledged. Nothing is ever dropped.
+* ``failed`` on anything else; the destination stops there, to keep its order, and the
+  message is retried with back-off (10 s, 20 s, 40 s... at most 10 min), or
+* ``dead`` (dead-lettered): parked for good, and the destination goes on with its next message.
+
+When a message is dead-lettered (the rule, as interface engines such as Mirth and Rhapsody
+apply it):
+
+* **Transport trouble never dead-letters.** A refused connection, a timeout, a garbled reply
+  or the ACK of another message say nothing about the message: the peer is down or confused,
+  every later message would meet the same fate, so the destination waits and the head is
+  retried for ever. A peer down for an hour loses nothing and receives everything in order.
+* **A refusal does, after** :data:`DEAD_LETTER_ATTEMPTS` **attempts.** MSA-1 ``AE``/``AR``
+  (``CE``/``CR``) means the peer is up and has answered *this* message with no: an AE asks
+  the sender to correct it, and an AR for an unsupported type or version will not change by
+  sending the same bytes again. Keeping it at the head would hold every later appointment,
+  result and charge of every patient until someone noticed. An AR may also mean the receiver
+  was briefly unable to process (HL7 v2.5.1 section 2.9.2.2), hence a few retries first: a
+  message still refused at its fifth attempt (whatever its earlier attempts met) is parked
+  as ``dead``, logged as an error and shown to admins, and the next one goes.
+* **Admins decide the rest** (:func:`skip_message`, :func:`retry_now`, :func:`resend_message`,
+  each audited): skip (dead-letter) a queued or failed message that blocks its destination,
+  retry a failed one at once, or send a dead (or acknowledged) message again once the cause
+  is fixed. A resend is a *new* message at the end of the destination's queue, with a new
+  control ID (MSH-10), since a receiver that remembers control IDs would answer the old one
+  with its old refusal; the original stays as history.
+
+Order per destination: a message is sent only after every older message of its destination
+was acknowledged or dead-lettered. Nothing is ever deleted: a dead message is kept, never
+sent again by itself, and counted on the destinations page.
 
 Delivery is at least once: a crash after the peer received a message but before its ACK was
 committed leaves it ``sent``; once its claim lapses (:data:`CLAIM_SECONDS`) it is sent again,
@@ -58,8 +84,12 @@ from ris.models import (
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPES = ("SIU", "ORU", "DFT")
-STATES = ("queued", "sent", "failed", "acknowledged")
+STATES = ("queued", "sent", "failed", "acknowledged", "dead")
 PENDING = ("queued", "sent", "failed")
+SKIPPABLE = ("queued", "failed")
+RESENDABLE = ("dead", "acknowledged")
+# A message the peer refuses at this attempt (or later) is dead-lettered (see above).
+DEAD_LETTER_ATTEMPTS = 5
 RETRY_BASE = timedelta(seconds=10)
 RETRY_MAX = timedelta(minutes=10)
 # How long a claimed message stays ``sent`` before another run may send it again: longer
@@ -69,6 +99,7 @@ BATCH = 200  # messages per destination per run; the next run (5 s later) goes o
 ENCODING = "utf-8"  # declared in MSH-18 as "UNICODE UTF-8"
 IDENTITY_KEY = "placa.hl7_identity"
 ACCEPTED = frozenset({"AA", "CA"})
+REFUSED = frozenset({"AE", "AR", "CE", "CR"})
 
 
 # The sender's identity ---------------------------------------------------------------------
@@ -406,6 +437,66 @@ def retry_now(db: Session, actor: Actor, message: OutboundMessage) -> None:
                  object_id=message.id, patient_id=message.patient_id)  # fmt: skip
 
 
+def skip_message(db: Session, actor: Actor, message: OutboundMessage, reason: str = "") -> None:
+    """Dead-letter a queued or failed message, so that its destination goes on without it."""
+    _lock_destination(db, message)
+    if message.state not in SKIPPABLE:
+        raise Conflict(str(_l("Only a queued or failed message can be skipped.")))
+    message.state = "dead"
+    note = f"skipped by {actor.name}" + (f": {reason.strip()}" if reason.strip() else "")
+    message.last_error = "; ".join(p for p in (note, message.last_error or "") if p)[:2000]
+    db.flush()
+    audit.record(db, actor, "hl7.outbound.skip", object_type="hl7_outbound",
+                 object_id=message.id, patient_id=message.patient_id,
+                 detail={"reason": reason.strip()} if reason.strip() else None)  # fmt: skip
+    logger.warning("HL7 message %s to destination %s skipped by %s", message.id,
+                   message.destination_id, actor.name)  # fmt: skip
+
+
+def resend_message(db: Session, actor: Actor, message: OutboundMessage) -> OutboundMessage:
+    """Queue a copy of a dead or acknowledged message at the end of its destination's queue.
+
+    The copy gets a new control ID (MSH-10) and time (MSH-7); the original stays as it was.
+    """
+    _lock_destination(db, message)
+    if message.state not in RESENDABLE:
+        raise Conflict(str(_l("Only a dead-lettered or acknowledged message can be sent again.")))
+    now = utcnow()
+    control_id = new_control_id()
+    copy = OutboundMessage(
+        destination_id=message.destination_id, message_type=message.message_type,
+        control_id=control_id,
+        payload=restamp(message.payload, control_id, hl7_time(now, identity_of(db).zone)),
+        state="queued", created_at=now, next_attempt_at=now, patient_id=message.patient_id,
+        exam_id=message.exam_id,
+    )  # fmt: skip
+    db.add(copy)
+    db.flush()
+    audit.record(db, actor, "hl7.outbound.resend", object_type="hl7_outbound",
+                 object_id=message.id, patient_id=message.patient_id,
+                 detail={"copy": copy.id, "control_id": control_id})  # fmt: skip
+    logger.info("HL7 message %s resent by %s as %s", message.id, actor.name, copy.id)
+    return copy
+
+
+def restamp(payload: str, control_id: str, moment: str) -> str:
+    """``payload`` with a new MSH-7 (message time) and MSH-10 (control ID)."""
+    header, separator, rest = payload.partition("\r")
+    fields = header.split(header[3])
+    fields[6], fields[9] = moment, control_id  # fields[n] is MSH-(n+1)
+    return header[3].join(fields) + separator + rest
+
+
+def _lock_destination(db: Session, message: OutboundMessage) -> None:
+    """Wait for a sender claiming from this destination, then read the message afresh.
+
+    The sender claims under the same row lock, so an admin's change never crosses a claim.
+    """
+    db.scalars(select(HL7Destination).where(HL7Destination.id == message.destination_id)
+               .with_for_update()).first()  # fmt: skip
+    db.refresh(message)
+
+
 # The sender ---------------------------------------------------------------------------------
 
 
@@ -413,6 +504,7 @@ def retry_now(db: Session, actor: Actor, message: OutboundMessage) -> None:
 class SendReport:
     acknowledged: int = 0
     failed: int = 0
+    dead_lettered: int = 0
     destinations: int = 0
 
 
@@ -471,7 +563,9 @@ def _send_destination(
                                   read_timeout=read_timeout)  # fmt: skip
             error, ack_code = _deliver(link, claim)
             if error:
-                _record_failure(factory, claim.id, error, ack_code, now())
+                if _record_failure(factory, claim.id, error, ack_code, now()) == "dead":
+                    report.dead_lettered += 1
+                    continue  # parked for good: the next message goes
                 report.failed += 1
                 return  # keep the order: nothing overtakes a failed message
             _record_success(factory, claim.id, ack_code, now())
@@ -569,18 +663,27 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _record_failure(factory: sessionmaker[Session], message_id: int, error: str,
-                    ack_code: str | None, moment: datetime) -> None:  # fmt: skip
+                    ack_code: str | None, moment: datetime) -> str | None:  # fmt: skip
+    """Mark the message failed (retried after its back-off) or dead; return its new state."""
     with factory.begin() as db:
         message = db.get(OutboundMessage, message_id)
         if message is None:
-            return
-        message.state = "failed"
+            return None
         message.last_error = error[:2000]
         message.ack_code = ack_code
-        message.next_attempt_at = moment + backoff(message.attempts)
-    logger.warning(
-        "HL7 message %s to destination %s failed: %s", message_id, message.destination_id, error
-    )
+        if ack_code in REFUSED and message.attempts >= DEAD_LETTER_ATTEMPTS:
+            message.state = "dead"
+        else:
+            message.state = "failed"
+            message.next_attempt_at = moment + backoff(message.attempts)
+        state, destination_id, attempts = message.state, message.destination_id, message.attempts
+    if state == "dead":
+        logger.error("HL7 message %s to destination %s dead-lettered after %d attempts: %s",
+                     message_id, destination_id, attempts, error)  # fmt: skip
+    else:
+        logger.warning("HL7 message %s to destination %s failed: %s", message_id,
+                       destination_id, error)  # fmt: skip
+    return state
 
 
 def _record_success(factory: sessionmaker[Session], message_id: int, ack_code: str | None,

@@ -3,6 +3,7 @@ with back-off, surviving a restart; the `hl7` commands and the admin pages."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -482,3 +483,123 @@ def test_the_scheduler_job_and_the_send_command_deliver(
     result = app.test_cli_runner().invoke(args=["hl7", "send"])
     assert result.output.strip() == "1 acknowledged, 0 failed."
     assert len(peer.messages) == 2
+
+
+# Dead letters -------------------------------------------------------------------------------
+
+
+def test_a_refused_message_is_dead_lettered_and_the_queue_goes_on(
+    app: Flask, db: Session, desk: FrontDesk, ct, peer: HL7Peer
+) -> None:
+    room, code = ct
+    _destination(db, peer.port)
+    day = next_weekday()
+    desk.booked(db, room, code, at(day, 9))
+    desk.booked(db, room, code, at(day, 10))
+    db.commit()
+    peer.answer = "AR"
+    moment = utcnow()
+    for attempt in range(1, outbound.DEAD_LETTER_ATTEMPTS):
+        report = outbound.send_due(app, now=lambda m=moment: m, **FAST)
+        assert (report.failed, report.dead_lettered) == (1, 0)
+        first, second = _outbox(app)
+        assert (first.state, first.attempts, second.state) == ("failed", attempt, "queued")
+        moment += outbound.backoff(attempt)
+    # Refused again at the fifth attempt: parked, and the next message goes in the same run.
+    report = outbound.send_due(app, now=lambda: moment, **FAST)
+    assert (report.dead_lettered, report.failed) == (1, 1)
+    first, second = _outbox(app)
+    assert (first.state, first.ack_code, first.attempts) == ("dead", "AR", 5)
+    assert "Refused by the test peer" in (first.last_error or "")
+    assert (second.state, second.attempts) == ("failed", 1)
+    peer.answer = "AA"
+    moment += timedelta(minutes=1)
+    assert outbound.send_due(app, now=lambda: moment, **FAST).acknowledged == 1
+    first, second = _outbox(app)
+    assert (first.state, second.state) == ("dead", "acknowledged")
+    later = moment + timedelta(hours=1)
+    assert outbound.send_due(app, now=lambda: later, **FAST).acknowledged == 0  # never by itself
+    assert peer.control_ids == [first.control_id] * 5 + [second.control_id] * 2
+
+
+def test_transport_failures_never_dead_letter(app: Flask, db: Session, desk: FrontDesk,
+                                              ct) -> None:  # fmt: skip
+    room, code = ct
+    peer = HL7Peer(free_port())  # down
+    _destination(db, peer.port)
+    desk.booked(db, room, code, at(next_weekday(), 9))
+    db.commit()
+    moment = utcnow()
+    for _attempt in range(outbound.DEAD_LETTER_ATTEMPTS + 2):
+        assert outbound.send_due(app, now=lambda m=moment: m, **FAST).dead_lettered == 0
+        moment += outbound.RETRY_MAX
+    [message] = _outbox(app)
+    assert (message.state, message.attempts) == ("failed", outbound.DEAD_LETTER_ATTEMPTS + 2)
+
+
+def test_restamp_changes_only_msh_7_and_msh_10() -> None:
+    payload = (
+        "MSH|^~\\&|PLACA|PLACA|HIS|HOSP|20261124090000+0100||SIU^S12^SIU_S12|OLD|P|2.5.1\rSCH|1\r"
+    )
+    assert outbound.restamp(payload, "NEW", "20261125100000+0100") == (
+        "MSH|^~\\&|PLACA|PLACA|HIS|HOSP|20261125100000+0100||SIU^S12^SIU_S12|NEW|P|2.5.1\rSCH|1\r"
+    )
+
+
+def test_admin_skips_a_blocking_message_and_sends_it_again(
+    app: Flask, client: FlaskClient, db: Session, desk: FrontDesk, ct, make_user, peer: HL7Peer
+) -> None:
+    room, code = ct
+    _destination(db, peer.port)
+    day = next_weekday()
+    desk.booked(db, room, code, at(day, 9))
+    desk.booked(db, room, code, at(day, 10))
+    db.commit()
+    peer.answer = "AR"
+    assert outbound.send_due(app, **FAST).failed == 1
+    blocked, waiting = _outbox(app)
+    sign_in(client, make_user("admin"))
+    page = f"/admin/outbox/messages/{blocked.id}"
+    detail = client.get(page).get_data(as_text=True)
+    assert "Skip (dead-letter)" in detail and "Send again" not in detail
+    refused = post_form(client, f"{page}/resend", {}, form_page=page)  # not dead: refused
+    assert refused.status_code == 302
+    assert "Only a dead-lettered" in client.get(page).get_data(as_text=True)
+    skipped = post_form(client, f"{page}/skip", {"reason": "HIS rejects this patient"},
+                        form_page=page)  # fmt: skip
+    assert skipped.status_code == 302
+    blocked = _outbox(app)[0]
+    assert blocked.state == "dead" and "HIS rejects this patient" in (blocked.last_error or "")
+    assert "dead-lettered" in client.get("/admin/outbox/?state=dead").get_data(as_text=True)
+    peer.answer = "AA"
+    assert outbound.send_due(app, **FAST).acknowledged == 1  # the next one goes
+    assert _outbox(app)[1].state == "acknowledged"
+    again = post_form(client, f"{page}/skip", {}, form_page=page)  # already dead
+    assert again.status_code == 302
+    resent = post_form(client, f"{page}/resend", {}, form_page=page)
+    assert resent.status_code == 302
+    rows = _outbox(app)
+    copy = rows[2]
+    assert resent.headers["Location"].endswith(f"/admin/outbox/messages/{copy.id}")
+    assert (copy.state, copy.message_type, copy.exam_id) == ("queued", "SIU^S12", blocked.exam_id)
+    assert copy.control_id != blocked.control_id
+    assert f"|{copy.control_id}|" in copy.payload.split("\r")[0]
+    assert copy.payload.split("\r")[1:] == blocked.payload.split("\r")[1:]
+    assert outbound.send_due(app, **FAST).acknowledged == 1
+    assert peer.control_ids == [blocked.control_id, waiting.control_id, copy.control_id]
+    assert [m.state for m in _outbox(app)] == ["dead", "acknowledged", "acknowledged"]
+    with transaction(app) as session:
+        events = list(session.execute(select(AuditEvent.action, AuditEvent.object_id,
+                                             AuditEvent.detail, AuditEvent.patient_id)
+                                      .where(AuditEvent.action.in_(("hl7.outbound.skip",
+                                                                    "hl7.outbound.resend")))
+                                      .order_by(AuditEvent.id)))  # fmt: skip
+    assert [(e.action, e.object_id) for e in events] == [
+        ("hl7.outbound.skip", str(blocked.id)),
+        ("hl7.outbound.resend", str(blocked.id)),
+    ]
+    assert json.loads(events[0].detail) == {"reason": "HIS rejects this patient"}
+    assert json.loads(events[1].detail)["copy"] == copy.id
+    assert {e.patient_id for e in events} == {blocked.patient_id}
+    counts = client.get("/admin/outbox/destinations").get_data(as_text=True)
+    assert "dead-lettered, not sent" in counts
