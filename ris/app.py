@@ -81,12 +81,14 @@ def _register_blueprints(app: Flask) -> None:
 
 def _register_commands(app: Flask) -> None:
     from ris import cli, demo, hl7_cli, serve
+    from worklist import cli as worklist_cli
 
     app.cli.add_command(cli.users_group)
     app.cli.add_command(cli.db_group)
     app.cli.add_command(serve.serve_command)
     app.cli.add_command(demo.demo_command)
     app.cli.add_command(hl7_cli.hl7_group)
+    app.cli.add_command(worklist_cli.simulate_modality_command)
 
 
 CSP = (
