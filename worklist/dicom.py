@@ -7,5 +7,7 @@ door assembles them with the archive's.
 from __future__ import annotations
 
 from ris.dicom_door import DicomService
+from worklist.mpps_scp import SERVICE as MPPS
+from worklist.mwl_scp import SERVICE as MWL
 
-SERVICES: list[DicomService] = []
+SERVICES: list[DicomService] = [MWL, MPPS]
