@@ -1,5 +1,6 @@
-"""What the technologist's screen does: today's exams per room, and the exam steps done by
-hand on modalities that send no MPPS (start, complete, discontinue).
+"""What the technologist's screen does: today's exams per room, the exam steps done by
+hand on modalities that send no MPPS (start, complete, discontinue), and the exams an
+unscheduled MPPS may belong to.
 
 The steps go through the one status ladder (:func:`ris.status.change_status`), which
 refuses illegal transitions and writes the status history and the audit log.
@@ -12,13 +13,15 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, contains_eager, selectinload
 
-from ris import board, status
+from ris import board, orders, patients, status
 from ris.audit import Actor
 from ris.errors import Invalid
-from ris.models import ExamStatus, RequestedProcedure, Room
+from ris.models import ExamStatus, Order, Patient, RequestedProcedure, Room
 from ris.site import Site
+from worklist.models import PerformedProcedureStep
 
 logger = logging.getLogger(__name__)
 S = ExamStatus
@@ -32,6 +35,7 @@ MANUAL_STEPS: dict[str, ExamStatus] = {
     "discontinue": S.DISCONTINUED,
 }
 REASON_MAX = 500
+CANDIDATE_LIMIT = 50
 
 
 @dataclass
@@ -80,3 +84,72 @@ def discontinue_exam(db: Session, actor: Actor, exam: RequestedProcedure, reason
         raise Invalid(str(_l("The reason is too long (%(max)s characters at most).",
                              max=REASON_MAX)), field="reason")  # fmt: skip
     status.change_status(db, actor, exam, S.DISCONTINUED, reason)
+
+
+# ---------------------------------------------------------------------------- reconciliation
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The exams an unscheduled performed step may belong to."""
+
+    patients: list[Patient]
+    exams: list[RequestedProcedure]  # of those patients, newest first
+    room: Room | None  # the room of the modality that sent the step
+    room_exams: list[RequestedProcedure]  # the day's exams in that room
+
+
+def reconcile_candidates(
+    db: Session, site: Site, day: date, pps: PerformedProcedureStep, query: str = ""
+) -> Candidates:
+    """The patients a person searched for (or those the modality named: MRN, name,
+    accession number), their exams, and the day's exams in the modality's room."""
+    found = patients.search_patients(db, query) if query.strip() else _patients_sent(db, pps)
+    room = station_room(db, pps)
+    rows = board.day_board(db, site, day, room.id) if room else []
+    return Candidates(
+        patients=found, exams=exams_of(db, [p.id for p in found]), room=room,
+        room_exams=[row.exam for row in rows if row.exam.status not in HIDDEN],
+    )  # fmt: skip
+
+
+def _patients_sent(db: Session, pps: PerformedProcedureStep) -> list[Patient]:
+    found: dict[int, Patient] = {}
+    by_mrn = patients.find_by_mrn(db, pps.patient_id_sent) if pps.patient_id_sent else None
+    by_accession = (orders.find_exam_by_accession(db, pps.accession_number_sent)
+                    if pps.accession_number_sent else None)  # fmt: skip
+    named = " ".join(part for part in pps.patient_name.split("^")[:2] if part.strip())
+    for patient in (by_mrn, by_accession.order.patient if by_accession else None):
+        if patient is not None:
+            found.setdefault(patient.id, patient)
+    for patient in patients.search_patients(db, named) if named else []:
+        found.setdefault(patient.id, patient)
+    return list(found.values())
+
+
+def exams_of(db: Session, patient_ids: list[int]) -> list[RequestedProcedure]:
+    """The patients' exams a performed step can still be linked to, newest order first."""
+    if not patient_ids:
+        return []
+    query = (
+        select(RequestedProcedure)
+        .join(RequestedProcedure.order)
+        .options(
+            contains_eager(RequestedProcedure.order).joinedload(Order.patient),
+            selectinload(RequestedProcedure.steps),
+        )  # fmt: skip
+        .where(Order.patient_id.in_(patient_ids), RequestedProcedure.status.not_in(HIDDEN))
+        .order_by(Order.created_at.desc(), RequestedProcedure.id.desc())
+        .limit(CANDIDATE_LIMIT)
+    )
+    return list(db.scalars(query))
+
+
+def station_room(db: Session, pps: PerformedProcedureStep) -> Room | None:
+    """The room whose device sent the step (its station AE title, else the calling AE)."""
+    for title in (pps.station_ae_title, pps.calling_ae):
+        if title:
+            room = db.scalar(select(Room).where(Room.ae_title == title))
+            if room is not None:
+                return room
+    return None

@@ -4,6 +4,7 @@ complete, discontinue), the live JSON rows, roles and audit."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, time, timedelta
 
 import pytest
@@ -331,3 +332,102 @@ def test_other_roles_are_refused(app: Flask, make_user, role: str) -> None:
 def test_anonymous_json_gets_401(client: FlaskClient) -> None:
     response = client.get("/worklist/rows", headers={"Accept": "application/json"})
     assert response.status_code == 401 and response.is_json
+
+
+# ---------------------------------------------------------------------------- unscheduled MPPS
+
+
+def unscheduled_step(db: Session, patient_id: str = "", name: str = "", **extra: object):  # noqa: ANN201
+    """An MPPS N-CREATE that names no worklist entry, recorded through the MPPS service."""
+    from worklist import mpps
+
+    report = mpps.PerformedStepReport(
+        sop_instance_uid=f"1.2.826.0.1.3680043.10.1.{uuid.uuid4().int % 10**12}",
+        calling_ae="CT1_AE", started_at=utcnow(), references=[mpps.ScheduledReference()],
+        patient_name=name, patient_id=patient_id, modality="CT", station_ae_title="CT1_AE",
+        description="Thorax", **extra,
+    )  # fmt: skip
+    pps = mpps.create_performed_step(db, Actor.dicom("CT1_AE", "127.0.0.1"), report)
+    db.commit()
+    return pps
+
+
+def test_an_unscheduled_step_is_linked_to_the_patients_exam(
+    db: Session, desk: FrontDesk, rooms, tech: FlaskClient
+) -> None:
+    patient = desk.patient(db, "Durand", "Gaëlle")
+    exam = book(db, desk, rooms["CT1"], today(), 1, patient=patient)
+    db.commit()
+    pps = unscheduled_step(db, patient_id=patient.mrn, name="DURAND^GAELLE")
+    assert pps.procedure_id is None
+
+    listing = page(tech.get("/worklist/unscheduled"))
+    assert f'href="/worklist/unscheduled/{pps.id}"' in listing and "DURAND, GAELLE" in listing
+    html = page(tech.get(f"/worklist/unscheduled/{pps.id}"))
+    assert "What the modality sent" in html and exam.accession_number in html
+    assert "Today&#39;s exams in CT1" in html or "Today's exams in CT1" in html
+
+    token = csrf_token(tech, f"/worklist/unscheduled/{pps.id}")
+    response = tech.post(f"/worklist/unscheduled/{pps.id}/link",
+                         data={"csrf_token": token, "exam_id": exam.id})  # fmt: skip
+    assert response.status_code == 302 and response.headers["Location"] == "/worklist/unscheduled"
+    assert reloaded(db, exam).status is S.IN_PROGRESS  # the exam follows the performed step
+    db.refresh(pps)
+    linked = pps
+    assert linked is not None and linked.procedure_id == exam.id and linked.reconciled_by == "tech1"
+    db.commit()
+    (event,) = events(db, "mpps.reconcile")
+    assert event.actor == "tech1" and event.patient_id == patient.id
+    after = page(tech.get("/worklist/unscheduled"))
+    assert f"/worklist/unscheduled/{pps.id}" not in after
+    assert f"linked to exam {exam.accession_number}" in after
+    assert len(events(db, "mpps.unscheduled.view")) == 2
+    assert len(events(db, "mpps.reconcile.view")) == 2  # the page, and the token fetched from it
+
+
+def test_the_technologist_searches_another_patient(
+    db: Session, desk: FrontDesk, rooms, tech: FlaskClient
+) -> None:
+    other = desk.patient(db, "Müller", "Anna")
+    exam = desk.exam(db, other, rooms["MR1"][1])  # ordered, not booked yet
+    db.commit()
+    pps = unscheduled_step(db, patient_id="UNKNOWN-1", name="MULLER^A")
+    html = page(tech.get(f"/worklist/unscheduled/{pps.id}?q=muller"))
+    assert exam.accession_number in html and "Not booked" in html
+    (view,) = events(db, "mpps.reconcile.view")
+    assert json.loads(view.detail)["query"] == "muller"
+    assert json.loads(view.detail)["exams"] == [exam.id]
+    nothing = page(tech.get(f"/worklist/unscheduled/{pps.id}?q=zzzz"))
+    assert "No patient matches" in nothing
+
+
+def test_linking_to_a_cancelled_exam_is_refused(
+    db: Session, desk: FrontDesk, rooms, tech: FlaskClient
+) -> None:
+    exam = book(db, desk, rooms["CT1"], today(), 1)
+    scheduling.cancel(db, ACTOR, exam, "Duplicate order")
+    db.commit()
+    pps = unscheduled_step(db)
+    token = csrf_token(tech, f"/worklist/unscheduled/{pps.id}")
+    response = tech.post(f"/worklist/unscheduled/{pps.id}/link",
+                         data={"csrf_token": token, "exam_id": exam.id})  # fmt: skip
+    assert response.headers["Location"] == f"/worklist/unscheduled/{pps.id}"
+    assert reloaded(db, exam).status is S.CANCELLED
+    assert events(db, "mpps.reconcile") == []
+    assert f'href="/worklist/unscheduled/{pps.id}"' in page(tech.get("/worklist/unscheduled"))
+
+    missing = tech.post(f"/worklist/unscheduled/{pps.id}/link",
+                        data={"csrf_token": token, "exam_id": 999999})  # fmt: skip
+    assert missing.headers["Location"] == f"/worklist/unscheduled/{pps.id}"
+    assert "No such exam." in page(tech.get("/worklist/unscheduled"))
+    assert tech.get("/worklist/unscheduled/999999").status_code == 404
+
+
+def test_only_technologists_and_admins_reconcile(app: Flask, db: Session, make_user) -> None:
+    pps = unscheduled_step(db)
+    for role, allowed in (("front_desk", False), ("radiologist", False), ("admin", True)):
+        client = app.test_client()
+        sign_in(client, make_user(role))
+        expected = 200 if allowed else 403
+        assert client.get("/worklist/unscheduled").status_code == expected, role
+        assert client.get(f"/worklist/unscheduled/{pps.id}").status_code == expected, role
