@@ -108,6 +108,21 @@ def _as_locale(text: str) -> str:
     return value
 
 
+# Exam statuses whose step a modality may see on its worklist; cancelled, completed,
+# no-show (and every later status) never (the ladder is ris.status).
+WORKLIST_STATUSES = ("scheduled", "arrived", "in_progress")
+
+
+def _as_worklist_statuses(text: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip().lower() for v in str(text).split(",") if v.strip()))
+    wrong = [value for value in values if value not in WORKLIST_STATUSES]
+    if not values or wrong:
+        raise ConfigError(
+            f"{text!r} must be a comma-separated list of {', '.join(WORKLIST_STATUSES)}"
+        )
+    return values
+
+
 LANGUAGES = ("en", "es", "fr")
 PORT = _as_int(0, 65535)
 
@@ -155,6 +170,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACCESSION_PATTERN", "{year}{seq:06d}", _as_pattern, "pattern of accession numbers"),
     Setting("UID_ROOT", "", _as_uid_root, "organisation UID root for Study Instance UIDs"),
     Setting("SLOT_MINUTES", 5, _as_int(1, 60), "granularity of bookable start times"),
+    Setting(
+        "MWL_STATUSES",
+        ("scheduled", "arrived"),
+        _as_worklist_statuses,
+        "exam statuses the Modality Worklist serves",
+    ),
+    Setting("MWL_MAX_ANSWERS", 500, _as_int(1, 100000), "most worklist items one C-FIND returns"),
+    Setting("MWL_STATION_ROUTING", False, _as_bool, "a room's device sees only its room's steps"),
     Setting("DEFAULT_LOCALE", "en", _as_locale, "language when neither user nor browser says"),
     Setting("LOG_LEVEL", "INFO", _as_log_level, "logging level"),
 )

@@ -92,11 +92,21 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+        _add_sqlite_functions(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+def _add_sqlite_functions(dbapi_connection: Any) -> None:
+    """What PostgreSQL has and SQLite lacks for DICOM matching (ris.dicom_match): a lower()
+    that knows accented letters, and the local time of day of a UTC timestamp."""
+    from ris.dicom_match import sqlite_local_time, sqlite_lower
+
+    dbapi_connection.create_function("placa_lower", 1, sqlite_lower, deterministic=True)
+    dbapi_connection.create_function("placa_local_time", 2, sqlite_local_time, deterministic=True)
 
 
 def init_app(app: Flask) -> None:

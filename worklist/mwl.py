@@ -1,0 +1,388 @@
+"""The Modality Worklist (PS3.4 Annex K, IHE RAD-5): which steps a modality sees, and how.
+
+:func:`plan_worklist_query` reads a C-FIND identifier into one SQL statement (the matching
+rules are ris.dicom_match's); :func:`find_worklist_items` runs it and yields one response
+identifier per scheduled procedure step, as it reads the rows.
+
+A worklist item is an exam (requested procedure) whose status is one of the configured
+ones (scheduled and arrived by default), with its current step (the latest booking: an
+exam booked again after a no-show keeps its old step, which must not reappear).
+
+Each response answers every key of the request, in the request's structure, with the
+stored value, or empty when Placa does not know it; a requested sequence with no item
+keys is answered with all the attributes Placa has for it. Times are site local time.
+Text is sent in ISO_IR 192 (UTF-8), or in ISO_IR 100 (Latin-1) when the modality asked
+for it and the item's text fits, so Spanish and French names arrive intact either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Flask
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName as DicomPersonName
+from sqlalchemy import Row, Select, exists, select
+from sqlalchemy.orm import Session, aliased
+
+from ris.dicom_match import (
+    Choice,
+    Date,
+    LocalDateTime,
+    MatchContext,
+    PersonName,
+    Rule,
+    SequenceOf,
+    Text,
+    UIDList,
+    build_conditions,
+)
+from ris.models import (
+    ExamStatus,
+    MRISafety,
+    Order,
+    Patient,
+    ProcedureCode,
+    RequestedProcedure,
+    Room,
+    ScheduledProcedureStep,
+)
+from ris.site import site_of
+
+logger = logging.getLogger(__name__)
+
+UTF8, LATIN1 = "ISO_IR 192", "ISO_IR 100"
+SPS_SEQUENCE = "ScheduledProcedureStepSequence"
+# Scheduled Procedure Step Status (0040,0020) defined terms for the exam statuses served.
+STEP_STATUS = {
+    ExamStatus.SCHEDULED: "SCHEDULED",
+    ExamStatus.ARRIVED: "ARRIVED",
+    ExamStatus.IN_PROGRESS: "STARTED",
+}
+# DICOM coding scheme designators (PS3.16 8) of the catalog's HL7 coding systems.
+CODING_SCHEMES = {"CPT": "C4", "CPT4": "C4", "CPT-4": "C4", "LN": "LN", "SNM": "SRT"}
+LO, SH = 64, 16  # value lengths of LO and SH (PS3.5 6.2)
+
+Step, Exam, Code = ScheduledProcedureStep, RequestedProcedure, ProcedureCode
+
+
+@dataclass(frozen=True)
+class WorklistOptions:
+    """The site's worklist settings, and the room a calling device is limited to."""
+
+    zone: ZoneInfo = ZoneInfo("UTC")
+    statuses: frozenset[ExamStatus] = frozenset({ExamStatus.SCHEDULED, ExamStatus.ARRIVED})
+    max_answers: int = 500
+    room_id: int | None = None  # station routing: only this room's steps
+
+    @classmethod
+    def of(cls, app: Flask, room_id: int | None = None) -> WorklistOptions:
+        config = app.config
+        return cls(
+            zone=site_of(app).zone,
+            statuses=frozenset(ExamStatus(value) for value in config["MWL_STATUSES"]),
+            max_answers=config["MWL_MAX_ANSWERS"],
+            room_id=room_id,
+        )
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    """A C-FIND identifier read into SQL: what to run and how to answer."""
+
+    request: Dataset
+    statement: Select[Any]
+    options: WorklistOptions
+    ignored: tuple[str, ...] = ()  # keys with a value Placa does not match on (0xFF01)
+    wants_latin1: bool = False
+
+
+def _status_is(status: ExamStatus) -> Callable[[], Any]:
+    return lambda: Exam.status == status
+
+
+MATCHING_RULES: tuple[Rule, ...] = (
+    PersonName("PatientName", (Patient.family_name, Patient.given_name, Patient.middle_name,
+                               Patient.name_prefix, Patient.name_suffix)),
+    Text("PatientID", Patient.mrn),
+    Text("IssuerOfPatientID", Patient.mrn_issuer),
+    Date("PatientBirthDate", Patient.birth_date),
+    Text("PatientSex", Patient.sex),
+    Text("AccessionNumber", Exam.accession_number),
+    Text("RequestedProcedureID", Exam.requested_procedure_id),
+    UIDList("StudyInstanceUID", Exam.study_instance_uid),
+    Text("RequestedProcedurePriority", Order.priority),
+    PersonName("ReferringPhysicianName", (Order.referring_physician,)),
+    PersonName("RequestingPhysician", (Order.ordering_physician,)),
+    Text("PlacerOrderNumberImagingServiceRequest", Order.placer_order_number),
+    SequenceOf(SPS_SEQUENCE, (
+        Text("Modality", Step.modality),
+        Text("ScheduledStationAETitle", Step.station_ae_title),
+        Text("ScheduledStationName", Step.station_name),
+        LocalDateTime("ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
+                      Step.start_at),
+        PersonName("ScheduledPerformingPhysicianName", (Step.performing_physician,)),
+        Text("ScheduledProcedureStepID", Step.step_id),
+        Choice("ScheduledProcedureStepStatus",
+               {code: _status_is(status) for status, code in STEP_STATUS.items()}),
+    )),
+)  # fmt: skip
+
+_COLUMNS = (
+    Patient.family_name, Patient.given_name, Patient.middle_name, Patient.name_prefix,
+    Patient.name_suffix, Patient.mrn, Patient.mrn_issuer, Patient.birth_date, Patient.sex,
+    Patient.medical_alerts, Patient.allergies, Patient.contrast_allergy,
+    Patient.pregnancy_status, Patient.mri_safety, Order.referring_physician,
+    Order.ordering_physician, Order.reason, Order.priority, Order.placer_order_number,
+    Exam.accession_number, Exam.requested_procedure_id, Exam.study_instance_uid,
+    Exam.description.label("procedure_description"), Exam.status, Code.code, Code.code_system,
+    Code.description.label("code_meaning"), Step.step_id, Step.modality,
+    Step.station_ae_title, Step.station_name, Step.start_at, Step.end_at,
+    Step.description.label("step_description"), Step.performing_physician,
+    Room.code.label("room_code"),
+)  # fmt: skip
+
+
+def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQuery:
+    """Read a worklist C-FIND identifier; raises ris.dicom_match.MatchError if malformed."""
+    match = build_conditions(request, MATCHING_RULES, MatchContext(zone=options.zone))
+    later = aliased(Step)
+    statement = (
+        select(*_COLUMNS)
+        .select_from(Step)
+        .join(Exam, Step.procedure_id == Exam.id)
+        .join(Order, Exam.order_id == Order.id)
+        .join(Patient, Order.patient_id == Patient.id)
+        .join(Code, Exam.procedure_code_id == Code.id)
+        .join(Room, Step.room_id == Room.id)
+        .where(Exam.status.in_(sorted(options.statuses)))
+        # The exam's current step only: a later booking replaces an earlier one.
+        .where(~exists().where(later.procedure_id == Step.procedure_id, later.id > Step.id))
+        .where(match.where())
+        .order_by(Step.start_at, Step.id)
+        .limit(options.max_answers + 1)
+    )
+    if options.room_id is not None:
+        statement = statement.where(Step.room_id == options.room_id)
+    return WorklistQuery(
+        request=request, statement=statement, options=options, ignored=tuple(match.ignored),
+        wants_latin1=_asks_for_latin1(request),
+    )  # fmt: skip
+
+
+class WorklistItems:
+    """The response identifiers of a query, built as the modality takes them.
+
+    ``truncated`` becomes True when more steps matched than the answer limit allows.
+    """
+
+    def __init__(self, db: Session, query: WorklistQuery) -> None:
+        self.db, self.query, self.truncated = db, query, False
+
+    def __iter__(self) -> Iterator[Dataset]:
+        query, limit = self.query, self.query.options.max_answers
+        rows = self.db.execute(query.statement.execution_options(yield_per=100))
+        try:
+            for count, row in enumerate(rows):
+                if count == limit:
+                    self.truncated = True
+                    logger.warning("Worklist query matched more than %s items; answered the "
+                                   "first %s (PLACA_MWL_MAX_ANSWERS)", limit, limit)  # fmt: skip
+                    return
+                yield answer(query.request, row, query.options.zone, query.wants_latin1)
+        finally:
+            rows.close()
+
+
+def find_worklist_items(db: Session, query: WorklistQuery) -> WorklistItems:
+    """One response identifier per matching step, read and built as the modality takes them."""
+    return WorklistItems(db, query)
+
+
+def station_room_id(db: Session, calling_ae: str) -> int | None:
+    """The room whose device has this AE title, for station routing."""
+    return db.scalar(select(Room.id).where(Room.ae_title == calling_ae.strip()))
+
+
+def _asks_for_latin1(request: Dataset) -> bool:
+    value = request.get("SpecificCharacterSet")
+    values = list(value) if isinstance(value, MultiValue | list) else [value]
+    return any(str(v or "").strip().upper() == LATIN1 for v in values)
+
+
+# --- building responses -------------------------------------------------------------------
+
+Provider = Callable[[Row[Any], ZoneInfo], Any]
+
+
+def _text(value: str | None, size: int = LO) -> str | None:
+    """Stored text as one DICOM value: no backslash (the value separator), at most ``size``."""
+    if not value:
+        return None
+    return " ".join(value.replace("\\", "/").split())[:size] or None
+
+
+def _lines(*texts: str | None) -> list[str]:
+    """Free text as several LO values, one per line."""
+    return [line for text in texts if text for line in
+            (_text(part) for part in text.splitlines()) if line]  # fmt: skip
+
+
+def _da(value: date | datetime | None, zone: ZoneInfo | None = None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        value = value.astimezone(zone)
+    return value.strftime("%Y%m%d")
+
+
+def _tm(value: datetime | None, zone: ZoneInfo) -> str | None:
+    return value.astimezone(zone).strftime("%H%M%S") if value else None
+
+
+def _patient_name(row: Row[Any], zone: ZoneInfo) -> str:
+    parts = (row.family_name, row.given_name, row.middle_name, row.name_prefix, row.name_suffix)
+    return "^".join(part or "" for part in parts).rstrip("^")
+
+
+def _alerts(row: Row[Any], zone: ZoneInfo) -> list[str]:
+    alerts = _lines(row.medical_alerts)
+    if row.mri_safety in (MRISafety.CONDITIONAL, MRISafety.UNSAFE):
+        alerts.append(f"MRI {row.mri_safety.value.upper()}")
+    return alerts
+
+
+def _allergies(row: Row[Any], zone: ZoneInfo) -> list[str]:
+    contrast = ["CONTRAST MEDIA"] if row.contrast_allergy else []
+    return contrast + _lines(row.allergies)
+
+
+def _code_item(row: Row[Any], zone: ZoneInfo) -> list[Dataset]:
+    item = Dataset()
+    item.CodeValue = _text(row.code, SH)
+    item.CodingSchemeDesignator = CODING_SCHEMES.get(row.code_system.upper(), row.code_system)
+    item.CodeMeaning = _text(row.code_meaning)
+    return [item]
+
+
+def _enum(value: Any) -> Any:
+    return value.value if value is not None else None
+
+
+TOP_LEVEL: dict[str, Provider] = {
+    "PatientName": _patient_name,
+    "PatientID": lambda r, z: r.mrn,
+    "IssuerOfPatientID": lambda r, z: r.mrn_issuer,
+    "PatientBirthDate": lambda r, z: _da(r.birth_date),
+    "PatientSex": lambda r, z: _enum(r.sex),
+    "MedicalAlerts": _alerts,
+    "Allergies": _allergies,
+    "PregnancyStatus": lambda r, z: int(r.pregnancy_status.value) if r.pregnancy_status else None,
+    "AccessionNumber": lambda r, z: r.accession_number,
+    "RequestedProcedureID": lambda r, z: r.requested_procedure_id,
+    "RequestedProcedureDescription": lambda r, z: _text(r.procedure_description),
+    "RequestedProcedureCodeSequence": _code_item,
+    "StudyInstanceUID": lambda r, z: r.study_instance_uid,
+    "RequestedProcedurePriority": lambda r, z: _enum(r.priority),
+    "ReferringPhysicianName": lambda r, z: r.referring_physician or None,
+    "RequestingPhysician": lambda r, z: r.ordering_physician or None,
+    "ReasonForTheRequestedProcedure": lambda r, z: _text(r.reason),
+    "PlacerOrderNumberImagingServiceRequest": lambda r, z: r.placer_order_number,
+    "FillerOrderNumberImagingServiceRequest": lambda r, z: r.accession_number,
+    "ReferencedStudySequence": lambda r, z: [],
+    "ReferencedPatientSequence": lambda r, z: [],
+}
+STEP_LEVEL: dict[str, Provider] = {
+    "Modality": lambda r, z: r.modality,
+    "ScheduledStationAETitle": lambda r, z: r.station_ae_title,
+    "ScheduledStationName": lambda r, z: r.station_name,
+    "ScheduledProcedureStepStartDate": lambda r, z: _da(r.start_at, z),
+    "ScheduledProcedureStepStartTime": lambda r, z: _tm(r.start_at, z),
+    "ScheduledProcedureStepEndDate": lambda r, z: _da(r.end_at, z),
+    "ScheduledProcedureStepEndTime": lambda r, z: _tm(r.end_at, z),
+    "ScheduledPerformingPhysicianName": lambda r, z: r.performing_physician or None,
+    "ScheduledProcedureStepID": lambda r, z: r.step_id,
+    "ScheduledProcedureStepDescription": lambda r, z: _text(r.step_description),
+    "ScheduledProtocolCodeSequence": _code_item,
+    "ScheduledProcedureStepLocation": lambda r, z: _text(r.room_code, SH),
+    "ScheduledProcedureStepStatus": lambda r, z: STEP_STATUS.get(r.status),
+}
+_TAGS = {keyword: tag_for_keyword(keyword) for keyword in (*TOP_LEVEL, *STEP_LEVEL)}
+
+
+def answer(request: Dataset, row: Row[Any], zone: ZoneInfo, wants_latin1: bool) -> Dataset:
+    """The response identifier for one row: every requested key, in the request's shape."""
+    response = _fill(request, row, zone, TOP_LEVEL)
+    charset = LATIN1 if wants_latin1 and _fits_latin1(response) else UTF8
+    response.SpecificCharacterSet = charset
+    return response
+
+
+def _fill(request: Dataset, row: Row[Any], zone: ZoneInfo, table: dict[str, Provider]) -> Dataset:
+    response = Dataset()
+    for element in request:
+        tag = element.tag
+        if tag.is_private or tag.element == 0 or tag == 0x00080005:
+            continue
+        keyword = element.keyword
+        if keyword == SPS_SEQUENCE and table is TOP_LEVEL:
+            response.add(DataElement(tag, "SQ", [_step_item(element, row, zone)]))
+        elif keyword in table:
+            value = table[keyword](row, zone)
+            response.add(_element(tag, keyword, value, element))
+        else:
+            response.add(DataElement(tag, element.VR, [] if element.VR == "SQ" else None))
+    return response
+
+
+def _step_item(requested: DataElement, row: Row[Any], zone: ZoneInfo) -> Dataset:
+    items = requested.value or []
+    if items and len(items[0]):
+        return _fill(items[0], row, zone, STEP_LEVEL)
+    # A zero-length sequence (or an empty item) asks for the whole item.
+    item = Dataset()
+    for keyword, provide in STEP_LEVEL.items():
+        item.add(_element(_TAGS[keyword], keyword, provide(row, zone), None))
+    return item
+
+
+def _element(tag: int, keyword: str, value: Any, requested: DataElement | None) -> DataElement:
+    vr = dictionary_VR(tag)
+    if vr == "SQ" and requested is not None and requested.value and len(requested.value[0]):
+        # Item keys requested inside a code sequence: answer exactly those.
+        value = [_only(item, requested.value[0]) for item in value]
+    return DataElement(tag, vr, value)
+
+
+def _only(item: Dataset, wanted: Dataset) -> Dataset:
+    answer_item = Dataset()
+    for element in wanted:
+        if element.tag in item:
+            answer_item.add(item[element.tag])
+        else:
+            answer_item.add(DataElement(element.tag, element.VR, None))
+    return answer_item
+
+
+def _fits_latin1(dataset: Dataset) -> bool:
+    for element in dataset:
+        if element.VR == "SQ":
+            if not all(_fits_latin1(item) for item in element.value):
+                return False
+            continue
+        values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
+        for value in values:
+            if isinstance(value, str | DicomPersonName):
+                try:
+                    str(value).encode("latin-1")
+                except UnicodeEncodeError:
+                    return False
+    return True
