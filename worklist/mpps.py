@@ -27,7 +27,7 @@ from ris.audit import Actor
 from ris.db import utcnow
 from ris.errors import Conflict, Invalid, NotFound, PlacaError
 from ris.models import ExamStatus, RequestedProcedure, ScheduledProcedureStep
-from ris.status import change_status
+from ris.status import LABELS, change_status
 from worklist.models import (
     PerformedProcedureStep,
     PerformedSeries,
@@ -440,7 +440,7 @@ def reconcile_performed_step(
     if target is not None and _exam_target_path(procedure.status, target) is None:
         raise Conflict(
             str(_l("This exam is %(status)s: book it again before linking the step.",
-                   status=procedure.status.value))
+                   status=LABELS[procedure.status]))
         )  # fmt: skip
     pps.procedure = procedure
     pps.scheduled_step = scheduling.current_step(procedure)

@@ -330,16 +330,20 @@ def _scalar(value: Any) -> Any:
 
 
 def _discontinuation_reason(ds: Dataset) -> str | None:
+    """The reason code's meaning and code, then the technologist's comment, if any."""
     items = ds.get("PerformedProcedureStepDiscontinuationReasonCodeSequence") or []
-    if not items:
-        return None
-    code = items[0]
+    parts = [_code_text(items[0])] if items else []
+    parts.append(str(ds.get("CommentsOnThePerformedProcedureStep") or "").strip())
+    reason = ": ".join(part for part in parts if part)
+    return reason[:200] or None
+
+
+def _code_text(code: Dataset) -> str:
     meaning = str(code.get("CodeMeaning", "")).strip()
     value = " ".join(
         str(code.get(keyword, "")).strip() for keyword in ("CodingSchemeDesignator", "CodeValue")
     ).strip()
-    reason = f"{meaning} ({value})" if meaning and value else meaning or value
-    return reason[:200] or None
+    return f"{meaning} ({value})" if meaning and value else meaning or value
 
 
 SERVICE = DicomService(
