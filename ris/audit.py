@@ -61,7 +61,10 @@ def record(
     outcome: str = "success",
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the audit log (in the caller's transaction)."""
+    """Append one event to the audit log (in the caller's transaction).
+
+    Not flushed here: the event is written with the transaction's next flush or its
+    commit, in the order recorded (an HL7 order records several on its hot path)."""
     entry = AuditEvent(
         actor_kind=actor.kind,
         actor=actor.name,
@@ -75,7 +78,6 @@ def record(
         detail=json.dumps(detail, ensure_ascii=False, sort_keys=True) if detail else None,
     )
     db.add(entry)
-    db.flush()
     logger.debug("audit %s %s by %s:%s", action, outcome, actor.kind, actor.name)
     return entry
 

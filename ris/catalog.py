@@ -10,8 +10,8 @@ from datetime import time
 from decimal import Decimal, InvalidOperation
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, lazyload
 
 from ris import audit
 from ris.audit import Actor
@@ -113,10 +113,16 @@ def save_procedure(
 
 
 def find_procedure(db: Session, code_system: str, code: str) -> ProcedureCode | None:
-    query = select(ProcedureCode).where(
-        ProcedureCode.code_system == code_system.strip(), ProcedureCode.code == code.strip()
-    )
-    return db.scalar(query)
+    return db.scalar(_PROCEDURE, {"system": code_system.strip(), "code": code.strip()})
+
+
+# Built once (every HL7 order looks its codes up). Rooms load when asked for: most HL7
+# orders never book (no start time), so the eager load of the rooms would be wasted.
+_PROCEDURE = (
+    select(ProcedureCode).options(lazyload(ProcedureCode.rooms))
+    .where(ProcedureCode.code_system == bindparam("system"),
+           ProcedureCode.code == bindparam("code"))
+)  # fmt: skip
 
 
 def procedure_for_order(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydicom.uid import generate_uid
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -17,15 +17,25 @@ def next_value(db: Session, name: str) -> int:
     """The next number of counter ``name``, unique even under concurrent transactions.
 
     The UPDATE takes the counter row's lock (PostgreSQL) or the database write lock
-    (SQLite, whose writers begin IMMEDIATE) until the caller's transaction ends.
+    (SQLite, whose writers begin IMMEDIATE) until the caller's transaction ends. A counter
+    is created on first use only: the common case is one statement.
     """
-    insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    db.execute(insert(Counter).values(name=name, value=0).on_conflict_do_nothing())
-    value = db.scalar(
-        update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )  # fmt: skip
+    value = db.scalar(_INCREMENT, {"counter": name})
+    if value is None:
+        dialect = db.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        db.execute(insert(_COUNTERS).values(name=name, value=0).on_conflict_do_nothing())
+        value = db.scalar(_INCREMENT, {"counter": name})
     return int(value)
+
+
+# On the table, not the mapped class: an ORM-enabled UPDATE would also look for counters
+# loaded in the session to synchronise, which none ever is.
+_COUNTERS = Counter.__table__
+_INCREMENT = (
+    update(_COUNTERS).where(_COUNTERS.c.name == bindparam("counter"))
+    .values(value=_COUNTERS.c.value + 1).returning(_COUNTERS.c.value)
+)  # fmt: skip
 
 
 def new_mrn(db: Session, pattern: str) -> str:

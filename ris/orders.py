@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ris import audit, identifiers, status
@@ -86,9 +86,12 @@ def place_order(
         patient_class=data.patient_class, placer_order_number=data.placer_order_number,
         placer_issuer=data.placer_issuer, created_by=actor.name,
     )  # fmt: skip
+    # Identifiers first, the rows after: issuing them queries the database, which would
+    # flush a pending order once per query.
+    exams = [_new_exam(db, site, code, ids or ExamIdentifiers())
+             for code, ids in zip(codes, given, strict=True)]  # fmt: skip
+    order.procedures.extend(exams)
     db.add(order)
-    for code, ids in zip(codes, given, strict=True):
-        order.procedures.append(_new_exam(db, site, code, ids or ExamIdentifiers()))
     db.flush()
     for exam in order.procedures:
         status.initial_status(db, actor, exam)
@@ -159,10 +162,18 @@ def _new_exam(
 
 def _unused(db: Session, column: InstrumentedAttribute[str], issue: Callable[[], str]) -> str:
     """A newly issued number that no exam has yet (the HIS may have sent it already)."""
+    taken = _TAKEN[column.key]
     while True:
         value = issue()
-        if db.scalar(select(RequestedProcedure.id).where(column == value).limit(1)) is None:
+        if db.scalar(taken, {"value": value}) is None:
             return value
+
+
+# Built once: this check runs twice for every exam an HL7 order creates.
+_TAKEN = {
+    column.key: select(RequestedProcedure.id).where(column == bindparam("value")).limit(1)
+    for column in (RequestedProcedure.accession_number, RequestedProcedure.requested_procedure_id)
+}
 
 
 def _stripped(value: str | None) -> str:
@@ -200,8 +211,13 @@ def change_order(
 
 def find_orders_by_placer_number(db: Session, number: str) -> list[Order]:
     """Orders the HIS numbered ``number`` (any issuer), oldest first."""
-    query = select(Order).where(Order.placer_order_number == number.strip()).order_by(Order.id)
-    return list(db.scalars(query))
+    return list(db.scalars(_PLACER_NUMBERED, {"number": number.strip()}))
+
+
+# Built once: every HL7 order looks its placer number up.
+_PLACER_NUMBERED = (
+    select(Order).where(Order.placer_order_number == bindparam("number")).order_by(Order.id)
+)
 
 
 def get_exam(db: Session, exam_id: int) -> RequestedProcedure:

@@ -15,7 +15,7 @@ from datetime import date
 from enum import Enum
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from ris import audit, identifiers
@@ -155,10 +155,14 @@ def get_patient(db: Session, patient_id: int) -> Patient:
 
 
 def find_by_mrn(db: Session, mrn: str, issuer: str | None = None) -> Patient | None:
-    query = select(Patient).where(Patient.mrn == mrn.strip())
-    if issuer is not None:
-        query = query.where(Patient.mrn_issuer == issuer.strip())
-    return db.scalars(query.limit(1)).first()
+    if issuer is None:
+        return db.scalars(_BY_MRN, {"mrn": mrn.strip()}).first()
+    return db.scalars(_BY_MRN_AND_ISSUER, {"mrn": mrn.strip(), "issuer": issuer.strip()}).first()
+
+
+# Built once: every HL7 message with a PID looks its patient up.
+_BY_MRN = select(Patient).where(Patient.mrn == bindparam("mrn")).limit(1)
+_BY_MRN_AND_ISSUER = _BY_MRN.where(Patient.mrn_issuer == bindparam("issuer"))
 
 
 def search_patients(db: Session, query: str, limit: int = SEARCH_LIMIT) -> list[Patient]:

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from flask import Flask
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -163,15 +163,16 @@ def _find(db: Session, received: Received) -> InboundMessage | None:
     control_id = _control_id(received)
     if control_id is None:
         return None  # no control id, no idempotency: every delivery is a new message
-    query = (
-        select(InboundMessage)
-        .where(
-            InboundMessage.sender == _fit(received.sender, "sender"),
-            InboundMessage.control_id == control_id,
-        )
-        .with_for_update()
-    )
-    return db.scalars(query).first()
+    return db.scalars(_DELIVERED, {"sender": _fit(received.sender, "sender"),
+                                   "control_id": control_id}).first()  # fmt: skip
+
+
+_DELIVERED = (  # built once: every message looks itself up
+    select(InboundMessage)
+    .where(InboundMessage.sender == bindparam("sender"),
+           InboundMessage.control_id == bindparam("control_id"))
+    .with_for_update()
+)  # fmt: skip
 
 
 def _duplicate(row: InboundMessage, peer: str) -> str:
@@ -207,7 +208,6 @@ def _store(
     row.peer = _fit(peer, "peer")
     row.raw = _clean(received.text)
     _set_result(row, result, ack)
-    db.flush()
     return row
 
 

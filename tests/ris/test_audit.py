@@ -19,6 +19,7 @@ def _one_event(app: Flask) -> int:
             db, Actor.dicom("CT_SCANNER", "10.0.0.5"), "study.view", object_type="study",
             object_id="1.2.3", patient_id=42, detail={"reason": "prior comparison"},
         )  # fmt: skip
+        db.flush()
         return entry.id
 
 
