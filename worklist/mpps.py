@@ -79,6 +79,10 @@ class MissingAttributeValue(MppsRefusal, Invalid):
     dicom_status = MISSING_ATTRIBUTE_VALUE
 
 
+def duplicate_step() -> DuplicateStep:
+    return DuplicateStep(str(_l("This performed procedure step already exists.")))
+
+
 # ---------------------------------------------------------------------------- what arrives
 
 
@@ -159,7 +163,7 @@ def create_performed_step(
 ) -> PerformedProcedureStep:
     """Record a step the modality started (IN PROGRESS) and start its exam, if known."""
     if find_performed_step(db, report.sop_instance_uid) is not None:
-        raise DuplicateStep(str(_l("This performed procedure step already exists.")))
+        raise duplicate_step()
     procedure, step = _match(db, report.references)
     if procedure is not None and _exam_target_path(procedure.status, S.IN_PROGRESS) is None:
         logger.warning(
@@ -167,6 +171,11 @@ def create_performed_step(
             report.sop_instance_uid, procedure.accession_number, procedure.status,
         )  # fmt: skip
         procedure, step = None, None
+    if procedure is not None and report.patient_id not in ("", procedure.order.patient.mrn):
+        # The worklist identifiers win; a differing patient ID is worth a look, not a refusal.
+        logger.warning("MPPS %s for exam %s sent patient ID %r, the exam's is %r",
+                       report.sop_instance_uid, procedure.accession_number, report.patient_id,
+                       procedure.order.patient.mrn)  # fmt: skip
     pps = _new_step(report, procedure, step)
     db.add(pps)
     db.flush()

@@ -24,9 +24,10 @@ from pydicom.valuerep import DA, TM
 from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from sqlalchemy.exc import IntegrityError
 
 from ris.audit import Actor
-from ris.db import transaction
+from ris.db import read_only, transaction
 from ris.dicom_door import DicomService
 from ris.errors import PlacaError
 from ris.identifiers import new_uid
@@ -84,9 +85,16 @@ def _create(event: Event, app: Flask, actor: Actor, uid: str) -> Reply:
     generated = not uid
     uid = uid or new_uid(app.config["UID_ROOT"])
     report = read_create(attributes, uid, actor.name, site_of(app).zone)
-    with transaction(app) as db:
-        pps = mpps.create_performed_step(db, actor, report)
-        exam = pps.procedure.accession_number if pps.procedure else "unscheduled"
+    try:
+        with transaction(app) as db:
+            pps = mpps.create_performed_step(db, actor, report)
+            exam = pps.procedure.accession_number if pps.procedure else "unscheduled"
+    except IntegrityError:
+        # The same N-CREATE on two associations at once: the unique UID let one through.
+        with read_only(app) as db:
+            if mpps.find_performed_step(db, uid) is not None:
+                raise mpps.duplicate_step() from None
+        raise
     logger.info("MPPS N-CREATE %s from %s: IN PROGRESS, exam %s", uid, actor.name, exam)
     if generated:  # PS3.7 10.1.5.1.4: the SCP names the instance it created
         attributes.AffectedSOPInstanceUID = uid

@@ -8,6 +8,7 @@ backends; and the technologist's reconciliation of unscheduled steps.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date
 
@@ -514,3 +515,25 @@ def test_refused_n_set_changes_nothing(
     assert row.description == "CT abdomen y pelvis" and row.series == [] and row.ended_at is None
     assert exam_status(app, exam) is ExamStatus.IN_PROGRESS
     assert exam_page_status(clerk, exam) == "in_progress"
+
+
+def test_the_same_n_create_on_two_associations_at_once_creates_one_step(
+    app: Flask, door: DicomDoor, exam: RequestedProcedure, day: date
+) -> None:
+    uid, statuses = generate_uid(), []
+
+    def send() -> None:
+        scu = AE(ae_title=MODALITY_AE)
+        scu.add_requested_context(MPPS)
+        assoc = scu.associate(*door.address, ae_title="PLACA")
+        statuses.append(create(assoc, create_attributes(exam, day), uid)[0])
+        assoc.release()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [0x0000, 0x0111]
+    assert count(app, PerformedProcedureStep) == 1
+    assert exam_status(app, exam) is ExamStatus.IN_PROGRESS
