@@ -34,6 +34,9 @@ class RoomData:
     closes_at: time = time(20, 0)
     open_days: str = "12345"
     active: bool = True
+    # Where HL7 orders with a start time but no station (IPC-9) are booked; at most one
+    # room per modality: saving one clears the others of its modality.
+    default_for_modality: bool = False
 
 
 @dataclass
@@ -63,6 +66,9 @@ def _check_room(data: RoomData) -> None:
         raise Invalid(str(_l("The room must open before it closes.")), field="closes_at")
     if not data.open_days or not set(data.open_days) <= set("1234567"):
         raise Invalid(str(_l("Opening days are digits 1 (Monday) to 7.")), field="open_days")
+    if data.default_for_modality and not data.active:
+        raise Invalid(str(_l("An inactive room cannot be the default room of its modality.")),
+                      field="default_for_modality")  # fmt: skip
 
 
 def save_room(db: Session, actor: Actor, data: RoomData, room: Room | None = None) -> Room:
@@ -82,9 +88,32 @@ def save_room(db: Session, actor: Actor, data: RoomData, room: Room | None = Non
     room.ae_title = room.ae_title or None
     db.add(room)
     db.flush()
+    replaced = _clear_other_defaults(db, room) if room.default_for_modality else []
+    detail: dict[str, object] = {"code": room.code}
+    if replaced:
+        detail["default_replaced"] = replaced
     audit.record(db, actor, "room.save", object_type="room", object_id=room.id,
-                 detail={"code": room.code})  # fmt: skip
+                 detail=detail)  # fmt: skip
     return room
+
+
+def _clear_other_defaults(db: Session, room: Room) -> list[str]:
+    """Make ``room`` the only default room of its modality; return the codes it replaced."""
+    query = select(Room).where(Room.modality == room.modality, Room.default_for_modality,
+                               Room.id != room.id)  # fmt: skip
+    others = list(db.scalars(query))
+    for other in others:
+        other.default_for_modality = False
+        logger.info("Room %s replaces %s as the default %s room", room.code, other.code,
+                    room.modality)  # fmt: skip
+    db.flush()
+    return [other.code for other in others]
+
+
+def default_room(db: Session, modality: str) -> Room | None:
+    """The active default room of ``modality``, if one is set."""
+    query = select(Room).where(Room.modality == modality, Room.default_for_modality, Room.active)
+    return db.scalars(query.order_by(Room.code).limit(1)).first()
 
 
 def save_procedure(
@@ -203,15 +232,21 @@ class ImportResult:
 
 
 ROOM_COLUMNS = ("code", "name", "modality", "ae_title", "station_name", "opens_at", "closes_at",
-                "open_days", "active")  # fmt: skip
+                "open_days", "active", "default_for_modality")  # fmt: skip
 PROCEDURE_COLUMNS = ("code_system", "code", "description", "modality", "body_part",
                      "duration_minutes", "technical_charge", "professional_charge", "rooms",
                      "active")  # fmt: skip
 
 
 def import_rooms(db: Session, actor: Actor, text: str) -> ImportResult:
-    """Import rooms from CSV (header: the ROOM_COLUMNS); all or nothing."""
-    return _import(db, text, ROOM_COLUMNS[:3], lambda row: _import_room(db, actor, row))
+    """Import rooms from CSV (header: the ROOM_COLUMNS); all or nothing.
+
+    Without a ``default_for_modality`` column, rooms keep their default flag; a file that
+    makes two rooms the default of one modality is refused.
+    """
+    defaults: dict[str, str] = {}  # modality -> the room code the file makes its default
+    return _import(db, text, ROOM_COLUMNS[:3],
+                   lambda row: _import_room(db, actor, row, defaults))  # fmt: skip
 
 
 def import_procedures(db: Session, actor: Actor, text: str) -> ImportResult:
@@ -240,7 +275,10 @@ def _import(db: Session, text: str, required: tuple[str, ...], apply: object) ->
     return result
 
 
-def _import_room(db: Session, actor: Actor, row: dict[str, str]) -> bool:
+def _import_room(db: Session, actor: Actor, row: dict[str, str],
+                 defaults: dict[str, str]) -> bool:  # fmt: skip
+    code = row["code"].strip()
+    existing = db.scalar(select(Room).where(Room.code == code))
     data = RoomData(
         code=row["code"].strip(), name=row["name"].strip(),
         modality=row["modality"].strip().upper(),
@@ -250,8 +288,15 @@ def _import_room(db: Session, actor: Actor, row: dict[str, str]) -> bool:
         closes_at=time.fromisoformat(row.get("closes_at") or "20:00"),
         open_days=(row.get("open_days") or "12345").strip(),
         active=_yes(row.get("active", "1")),
+        default_for_modality=_flag(row.get("default_for_modality"),
+                                   existing.default_for_modality if existing else False),
     )  # fmt: skip
-    existing = db.scalar(select(Room).where(Room.code == data.code))
+    if data.default_for_modality:
+        other = defaults.setdefault(data.modality, data.code)
+        if other != data.code:
+            raise Invalid(str(_l("%(room)s and %(other)s cannot both be the default %(modality)s "
+                                 "room.", room=data.code, other=other, modality=data.modality)),
+                          field="default_for_modality")  # fmt: skip
     save_room(db, actor, data, existing)
     return existing is None
 
@@ -274,3 +319,10 @@ def _import_procedure(db: Session, actor: Actor, row: dict[str, str]) -> bool:
 
 def _yes(value: str | None) -> bool:
     return (value or "1").strip().lower() in {"1", "true", "yes", "y", "on", "x"}
+
+
+def _flag(value: str | None, missing: bool) -> bool:
+    """A yes/no cell that defaults to no when empty, and to ``missing`` without the column."""
+    if value is None:
+        return missing
+    return value.strip().lower() in {"1", "true", "yes", "y", "on", "x"}

@@ -53,6 +53,7 @@ class RoomForm(FlaskForm):
         validators=[DataRequired(message=_l("Choose at least one day."))],
     )  # fmt: skip
     active = BooleanField(_l("Active"), default=True)
+    default_for_modality = BooleanField(_l("Default room of its modality"))
 
     def to_data(self) -> RoomData:
         return RoomData(
@@ -63,6 +64,7 @@ class RoomForm(FlaskForm):
             opens_at=self.opens_at.data, closes_at=self.closes_at.data,
             open_days="".join(sorted(set(self.open_days.data or []))),
             active=bool(self.active.data),
+            default_for_modality=bool(self.default_for_modality.data),
         )  # fmt: skip
 
 
@@ -72,6 +74,7 @@ def room_form_data(room: Room) -> dict[str, object]:
         "ae_title": room.ae_title or "", "station_name": room.station_name or "",
         "opens_at": room.opens_at, "closes_at": room.closes_at,
         "open_days": list(room.open_days), "active": room.active,
+        "default_for_modality": room.default_for_modality,
     }  # fmt: skip
 
 

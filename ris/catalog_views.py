@@ -105,7 +105,9 @@ def _room_form(room: Room | None) -> Page:
             db.commit()
             flash(_("The room %(code)s has been saved.", code=saved.code), "info")
             return redirect(url_for("catalog.rooms"))
-    return render_template("catalog/room_form.html", form=form, room=room), _status()
+    defaults = {r.modality: r.code for r in catalog.list_rooms(db) if r.default_for_modality}
+    return render_template("catalog/room_form.html", form=form, room=room,
+                           defaults=defaults), _status()  # fmt: skip
 
 
 # Procedures ----------------------------------------------------------------------------
@@ -221,6 +223,7 @@ def _room_row(room: Room) -> list[str]:
     return [
         room.code, room.name, room.modality, room.ae_title or "", room.station_name or "",
         _hhmm(room.opens_at), _hhmm(room.closes_at), room.open_days, "1" if room.active else "0",
+        "1" if room.default_for_modality else "0",
     ]  # fmt: skip
 
 

@@ -98,6 +98,9 @@ ROOM_FIELDS: Spec = {
     "closes_at": Field(Time(), description="Local time of the site; 00:00 is midnight."),
     "open_days": text_of(Room.open_days, description="ISO weekdays, 1 = Monday: 12345."),
     "active": Field(Boolean()),
+    "default_for_modality": Field(Boolean(), description=(
+        "Where HL7 orders with a start time but no station are booked; one room per "
+        "modality: setting it clears the modality's other rooms.")),
 }  # fmt: skip
 PROCEDURE_FIELDS: Spec = {
     **CODE_REF_FIELDS,

@@ -163,6 +163,7 @@ def room(record: Room) -> dict[str, Any]:
         "closes_at": clock(record.closes_at),
         "open_days": record.open_days,
         "active": record.active,
+        "default_for_modality": record.default_for_modality,
     }
 
 

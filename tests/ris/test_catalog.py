@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import time
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ris import catalog
 from ris.errors import Invalid
-from ris.models import ProcedureCode, Room
+from ris.models import AuditEvent, ProcedureCode, Room
 from tests.factories import ACTOR
 
 ROOMS_CSV = """code,name,modality,ae_title,station_name,opens_at,closes_at,open_days,active
@@ -80,3 +81,60 @@ def test_ae_title_belongs_to_one_room(db: Session) -> None:
         catalog.save_room(
             db, ACTOR, catalog.RoomData(code="MR2", name="MR", modality="MR", ae_title="MR_AE")
         )
+
+
+# The default room of a modality ----------------------------------------------------------
+
+
+def _room(db: Session, code: str, modality: str = "CT", **extra: object) -> Room:
+    data = catalog.RoomData(code=code, name=f"Room {code}", modality=modality, **extra)  # type: ignore[arg-type]
+    return catalog.save_room(db, ACTOR, data)
+
+
+def test_one_default_room_per_modality_the_last_saved_wins(db: Session) -> None:
+    ct1 = _room(db, "CT1", default_for_modality=True)
+    mr1 = _room(db, "MR1", "MR", default_for_modality=True)
+    assert catalog.default_room(db, "CT") is ct1
+    ct2 = _room(db, "CT2", default_for_modality=True)
+    assert (ct1.default_for_modality, ct2.default_for_modality) == (False, True)
+    assert mr1.default_for_modality  # another modality is left alone
+    assert catalog.default_room(db, "CT") is ct2 and catalog.default_room(db, "US") is None
+    # Moving the default room to another modality replaces that modality's default.
+    catalog.save_room(db, ACTOR, catalog.RoomData(code="CT2", name="Now MR", modality="MR",
+                                                  default_for_modality=True), ct2)  # fmt: skip
+    assert catalog.default_room(db, "MR") is ct2 and not mr1.default_for_modality
+    assert catalog.default_room(db, "CT") is None
+    saves = select(AuditEvent).where(AuditEvent.action == "room.save").order_by(AuditEvent.id)
+    details = [json.loads(e.detail) for e in db.scalars(saves)]
+    assert [d.get("default_replaced") for d in details] == [None, None, ["CT1"], ["MR1"]]
+
+
+def test_an_inactive_room_cannot_be_the_default(db: Session) -> None:
+    with pytest.raises(Invalid) as refused:
+        _room(db, "CT1", active=False, default_for_modality=True)
+    assert refused.value.field == "default_for_modality"
+    ct1 = _room(db, "CT1", default_for_modality=True)
+    with pytest.raises(Invalid):  # deactivating it asks to choose another default first
+        catalog.save_room(db, ACTOR, catalog.RoomData(code="CT1", name="x", modality="CT",
+                                                      active=False,
+                                                      default_for_modality=True), ct1)  # fmt: skip
+
+
+def test_import_sets_keeps_and_refuses_defaults(db: Session) -> None:
+    header = ",".join(catalog.ROOM_COLUMNS)
+    assert header.endswith(",active,default_for_modality")
+    catalog.import_rooms(db, ACTOR, f"{header}\nCT1,CT 1,CT,,,08:00,20:00,12345,1,1\n"
+                                    "CT2,CT 2,CT,,,08:00,20:00,12345,1,0\n"
+                                    "US1,US 1,US,,,08:00,20:00,12345,1,\n")  # fmt: skip
+    assert catalog.default_room(db, "CT").code == "CT1" and catalog.default_room(db, "US") is None
+    # A file of the earlier format (no such column) leaves the defaults as they are.
+    catalog.import_rooms(db, ACTOR, ROOMS_CSV)
+    assert catalog.default_room(db, "CT").code == "CT1"
+    # A later row taking the default from the database is fine; two rows in one file are not.
+    catalog.import_rooms(db, ACTOR, f"{header}\nCT2,CT 2,CT,,,08:00,20:00,12345,1,yes\n")
+    assert catalog.default_room(db, "CT").code == "CT2"
+    two = f"{header}\nCT1,CT 1,CT,,,08:00,20:00,12345,1,1\nCT3,CT 3,CT,,,08:00,20:00,12345,1,1\n"
+    with pytest.raises(Invalid, match="3: CT3 and CT1 cannot both be the default CT room"):
+        catalog.import_rooms(db, ACTOR, two)
+    assert catalog.default_room(db, "CT").code == "CT2"  # nothing of the refused file stays
+    assert catalog.get_room_by_code(db, "CT1").default_for_modality is False

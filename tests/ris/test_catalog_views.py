@@ -20,9 +20,10 @@ from tests.conftest import csrf_token, post_form, sign_in
 from tests.factories import FrontDesk
 
 ROOMS_CSV = (
-    "code,name,modality,ae_title,station_name,opens_at,closes_at,open_days,active\r\n"
-    "CT1,CT room 1,CT,CT1_AE,CT1,07:30,21:00,123456,1\r\n"
-    "MR1,MR room 1,MR,,,08:00,20:00,12345,0\r\n"
+    "code,name,modality,ae_title,station_name,opens_at,closes_at,open_days,active,"
+    "default_for_modality\r\n"
+    "CT1,CT room 1,CT,CT1_AE,CT1,07:30,21:00,123456,1,1\r\n"
+    "MR1,MR room 1,MR,,,08:00,20:00,12345,0,0\r\n"
 )
 PROCEDURES_CSV = (
     "code_system,code,description,modality,body_part,duration_minutes,technical_charge,"
@@ -110,6 +111,49 @@ def test_room_errors_are_shown_and_nothing_is_saved(
         assert response.status_code == 422, change
         assert message in response.get_data(as_text=True), change
     assert _count(app, Room) == 1
+
+
+def test_default_room_of_a_modality_in_the_form(app: Flask, admin: FlaskClient) -> None:
+    assert "Default room of its modality" in admin.get("/admin/catalog/rooms/new").get_data(
+        as_text=True)  # fmt: skip
+    first = {**ROOM_FORM, "default_for_modality": "y"}
+    assert post_form(admin, "/admin/catalog/rooms/new", first).status_code == 302
+    second = {**first, "code": "CT2", "ae_title": "CT2_AE", "station_name": "CT2"}
+    new_form = admin.get("/admin/catalog/rooms/new").get_data(as_text=True)
+    assert "Default CT room now: CT1" in new_form  # the admin sees what a tick replaces
+    assert post_form(admin, "/admin/catalog/rooms/new", second).status_code == 302
+    with transaction(app) as db:
+        defaults = {r.code: r.default_for_modality for r in db.scalars(select(Room))}
+        ct1_id = db.scalars(select(Room.id).where(Room.code == "CT1")).one()
+    assert defaults == {"CT1": False, "CT2": True}
+    listing = admin.get("/admin/catalog/rooms").get_data(as_text=True)
+    assert listing.count("CT · default") == 1
+    ct1_form = admin.get(f"/admin/catalog/rooms/{ct1_id}").get_data(as_text=True)
+    assert "Default CT room now: CT2" in ct1_form
+    inactive = {**second, "active": ""}
+    del inactive["active"]
+    refused = post_form(admin, "/admin/catalog/rooms/new", {**inactive, "code": "CT3",
+                                                            "ae_title": "CT3_AE"})  # fmt: skip
+    assert refused.status_code == 422
+    assert "An inactive room cannot be the default" in refused.get_data(as_text=True)
+    exported = _rows(admin.get("/admin/catalog/rooms.csv").get_data(as_text=True))
+    assert [(row[0], row[-1]) for row in exported] == [
+        ("code", "default_for_modality"), ("CT1", "0"), ("CT2", "1")]  # fmt: skip
+
+
+def test_default_room_through_the_api(app: Flask, db: Session, admin: FlaskClient) -> None:
+    desk = FrontDesk(app)
+    ct1, ct2 = desk.room(db, "CT1", "CT", default_for_modality=True), desk.room(db, "CT2", "CT")
+    db.commit()
+    assert admin.get(f"/api/rooms/{ct1.id}").get_json()["default_for_modality"] is True
+    changed = admin.put(f"/api/rooms/{ct2.id}", json={"default_for_modality": True})
+    assert changed.status_code == 200 and changed.get_json()["default_for_modality"] is True
+    assert admin.get(f"/api/rooms/{ct1.id}").get_json()["default_for_modality"] is False
+    refused = admin.put(f"/api/rooms/{ct2.id}", json={"active": False})
+    assert refused.status_code == 422
+    assert refused.get_json()["field"] == "default_for_modality"
+    schema = admin.get("/api/openapi.json").get_json()["components"]["schemas"]["Room"]
+    assert schema["properties"]["default_for_modality"]["type"] == "boolean"
 
 
 # Procedures ------------------------------------------------------------------------------
