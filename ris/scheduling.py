@@ -51,15 +51,22 @@ def current_step(exam: RequestedProcedure) -> ScheduledProcedureStep | None:
 
 def book(
     db: Session, actor: Actor, site: Site, exam: RequestedProcedure, room: Room,
-    start: datetime, *, now: datetime | None = None,
+    start: datetime, *, now: datetime | None = None, step_id: str | None = None,
 ) -> ScheduledProcedureStep:  # fmt: skip
-    """Book an exam into a room at ``start`` for the procedure's duration."""
+    """Book an exam into a room at ``start`` for the procedure's duration.
+
+    ``step_id`` is the Scheduled Procedure Step ID an order filler upstream already gave
+    (HL7 IPC-4); it must be free. Without one, Placa issues the next.
+    """
     if exam.status not in BOOKABLE:
         raise Conflict(str(_l("This exam is already booked; reschedule it instead.")))
     end = start + timedelta(minutes=exam.procedure_code.duration_minutes)
     _check_slot(db, site, exam, room, start, end, now or utcnow())
+    if step_id is not None:
+        _check_step_id(db, step_id)
     step = ScheduledProcedureStep(
-        procedure=exam, step_id=identifiers.new_step_id(db), modality=room.modality, room=room,
+        procedure=exam, step_id=step_id or identifiers.new_step_id(db), modality=room.modality,
+        room=room,
         station_ae_title=room.ae_title, station_name=room.station_name, start_at=start,
         end_at=end, description=exam.description,
     )  # fmt: skip
@@ -70,6 +77,16 @@ def book(
                  patient_id=exam.order.patient_id, detail=_where(room, start))  # fmt: skip
     events.publish(db, "exam.booked", exam=exam, step=step, actor=actor)
     return step
+
+
+def _check_step_id(db: Session, step_id: str) -> None:
+    # SH (16 characters, no backslash or control characters), unique like every SPS ID.
+    if not step_id.strip() or len(step_id) > 16 or any(c == "\\" or ord(c) < 32 for c in step_id):
+        raise Invalid(str(_l("%(value)s is not a valid step ID.", value=step_id)), field="step_id")
+    taken = select(ScheduledProcedureStep.id).where(ScheduledProcedureStep.step_id == step_id)
+    if db.scalar(taken.limit(1)) is not None:
+        raise Conflict(str(_l("%(value)s is already used by another exam.", value=step_id)),
+                       field="step_id")  # fmt: skip
 
 
 def reschedule(

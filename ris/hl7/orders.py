@@ -16,7 +16,7 @@ ICD-10 codes                DG1-3
 priority                    TQ1-9, ORC-7.6, OBR-27.6, OBR-5: S STAT, A/P/C/T HIGH, R
 accession number            IPC-1, OBR-18
 requested procedure ID      IPC-2, OBR-19
-scheduled step ID           IPC-4, OBR-20: not kept yet, Placa issues its own (see below)
+scheduled step ID           IPC-4, OBR-20 (when booked from the message; else Placa's)
 Study Instance UID          IPC-3, ZDS-1
 modality                    IPC-5, OBR-24 (else the procedure code's)
 start time                  TQ1-7, ORC-7.4, OBR-27.4 (local time unless an offset)
@@ -24,9 +24,10 @@ station                     IPC-9 (AE title of a room), else the modality's defa
 ==========================  =====================================================
 
 One message is one order; each OBR is one exam, with the TQ1 before it and the IPC or
-ZDS after it. Identifiers the message does not carry are issued by Placa. The scheduled
-step ID is always Placa's: booking issues it and announces it (SIU SCH-2) at once, so a
-sent one could only replace it afterwards, behind the back of the SIU receivers.
+ZDS after it. Identifiers the message does not carry are issued by Placa. A scheduled
+step ID sent by an order filler upstream (IPC-4) is kept when the message books the exam
+(the SIU then announces it); one that is malformed or taken is replaced by Placa's own,
+with a warning. An exam booked later by the front desk gets Placa's.
 
 An order is never refused for want of reference data: an unknown procedure code is created
 for an admin to map, and an order whose booking fails (no room, conflict, closed) is kept
@@ -439,12 +440,26 @@ def _book_new(context: Context, exam: RequestedProcedure, item: Item) -> None:
     if room is None:
         _warn(context, f"{exam.accession_number} not booked: {why}")
         return
+    step_id, location = _first((item.ipc, "IPC-4.1"), (item.obr, "OBR-20.1"))
     try:
-        with context.db.begin_nested():
-            scheduling.book(context.db, context.actor, context.site, exam, room, start,
-                            now=min(start, utcnow()))  # fmt: skip
+        _book_savepoint(context, exam, room, start, step_id or None)
     except PlacaError as exc:
-        _warn(context, f"{exam.accession_number} not booked in {room.code}: {exc.message}")
+        if exc.field != "step_id":
+            _warn(context, f"{exam.accession_number} not booked in {room.code}: {exc.message}")
+            return
+        _warn(context, f"{location} {exc.message} Placa issued its own step ID.")
+        try:
+            _book_savepoint(context, exam, room, start, None)
+        except PlacaError as again:
+            _warn(context, f"{exam.accession_number} not booked in {room.code}: {again.message}")
+
+
+def _book_savepoint(
+    context: Context, exam: RequestedProcedure, room: Room, start: datetime, step_id: str | None
+) -> None:
+    with context.db.begin_nested():
+        scheduling.book(context.db, context.actor, context.site, exam, room, start,
+                        now=min(start, utcnow()), step_id=step_id)  # fmt: skip
 
 
 def _room(context: Context, exam: RequestedProcedure, item: Item) -> tuple[Room | None, str]:

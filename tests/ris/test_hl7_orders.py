@@ -212,11 +212,27 @@ def test_omi_o23_is_booked_in_the_station_ipc9_names(
         "ACC9", "RP9", "1.2.826.0.1.99.9")  # fmt: skip
     assert exam.status is ExamStatus.SCHEDULED
     (step,) = exam.steps
-    assert (step.room.code, step.station_ae_title) == ("CT2", "CT2_AE")
+    assert (step.room.code, step.station_ae_title, step.step_id) == ("CT2", "CT2_AE", "SPS9")
     assert step.start_at == at(day, 11, 30)
     assert exam.order.priority is Priority.HIGH
     assert exam.order.patient_class is PatientClass.EMERGENCY
     assert exam.order.ordering_physician == "HOUSE^GREGORY"
+
+
+def test_a_step_id_already_taken_is_replaced_with_a_warning(
+    app: Flask, db: Session, door: HL7Door, desk: FrontDesk
+) -> None:
+    day = next_weekday()
+    accepted(send(door, db, omi(tq1={"f7": ts(day, 9)}, f4="SPS9", control_id="O1")))
+    ack = send(door, db, omi(tq1={"f7": ts(day, 10)}, f4="SPS9", control_id="O2", placer="PO8"))
+    accepted(ack)
+    first, second = exams(app)
+    assert first.steps[0].step_id == "SPS9"
+    assert second.status is ExamStatus.SCHEDULED
+    assert second.steps[0].step_id not in ("SPS9", "") and second.steps[0].step_id
+    with read_only(app) as db2:
+        row = db2.scalar(select(InboundMessage).where(InboundMessage.control_id == "O2"))
+        assert row is not None and "IPC-4" in (row.error or "")
 
 
 def test_an_order_starting_in_the_past_is_still_booked(
