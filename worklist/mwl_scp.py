@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask
-from pydicom.datadict import tag_for_keyword
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event
@@ -54,6 +55,7 @@ def handle_find(event: Event, app: Flask) -> Iterator[FindResponse]:
         logger.exception("Worklist C-FIND from %s: the identifier cannot be decoded", calling_ae)
         yield _failure(UNABLE_TO_PROCESS, "The identifier cannot be decoded"), None
         return
+    _assume_character_set(request)
     yield from _answers(event, app, calling_ae, request)
 
 
@@ -83,6 +85,60 @@ def _answers(event: Event, app: Flask, calling_ae: str, request: Dataset) -> Ite
                 " (limit reached)" if items.truncated else "",
                 " (station routing)" if room_id is not None else "")  # fmt: skip
     yield SUCCESS, None
+
+
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _assume_character_set(request: Dataset) -> None:
+    """A request with accented text but no Specific Character Set breaks PS3.5 6.1.2.5;
+    modalities that do it send UTF-8 or Latin-1. Read it as UTF-8 when its bytes are
+    UTF-8, else as Latin-1, instead of as ASCII (which would garble the names)."""
+    if str(request.get("SpecificCharacterSet") or "").strip():
+        return
+    datasets = list(_datasets(request))
+    raw = [value for dataset in datasets for value in _raw_text(dataset)]
+    if not any(max(value, default=0) > 0x7F for value in raw):
+        return
+    try:
+        for value in raw:
+            value.decode("utf-8")
+        charset = "ISO_IR 192"
+    except UnicodeDecodeError:
+        charset = "ISO_IR 100"
+    logger.info("Worklist C-FIND without Specific Character Set: read as %s", charset)
+    request.SpecificCharacterSet = charset
+    for dataset in datasets:  # the text not read yet is decoded with the read encoding
+        implicit, little = dataset.original_encoding
+        dataset.set_original_encoding(implicit, little, convert_encodings(charset))
+
+
+def _datasets(dataset: Dataset) -> Iterator[Dataset]:
+    """The dataset and the items of its sequences, at every depth."""
+    yield dataset
+    for tag in list(dataset.keys()):
+        if _vr(dataset, tag) == "SQ":
+            for item in dataset[tag].value or []:
+                yield from _datasets(item)
+
+
+def _raw_text(dataset: Dataset) -> Iterator[bytes]:
+    for tag in list(dataset.keys()):
+        element = dataset.get_item(tag)
+        if _vr(dataset, tag) in TEXT_VRS and isinstance(element.value, bytes):
+            yield element.value
+
+
+def _vr(dataset: Dataset, tag: int) -> str | None:
+    element = dataset.get_item(tag)
+    return (element.VR if element is not None else None) or _dictionary_vr(tag)
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # private or unknown: not text Placa reads
+        return None
 
 
 def _failure(status: int, comment: str, keyword: str | None = None) -> Dataset:
