@@ -17,6 +17,8 @@ the transport. One message per report state (HL7 v2.5.1 chapter 7, IHE RAD resul
   radiologist.
 * The PDF of the report, only for destinations that ask for it (``include_pdf``): one more
   OBX of type ``ED``, ``^application^pdf^Base64^<data>`` (base64 uses no HL7 delimiter).
+  The whole document goes in that one OBX-5, as receivers expect, so the message is about
+  4/3 of the PDF's size: the receiver must accept messages that large.
 
 Statuses (HL7 table 0123 / 0085): ``P`` preliminary, ``F`` final, ``C`` a correction or an
 addendum replacing the final result (what most receivers expect for an amended report).
