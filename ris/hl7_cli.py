@@ -79,4 +79,5 @@ def remove_destination(name: str) -> None:
 def send_now() -> None:
     """Send what is due now (what the scheduler does every few seconds)."""
     report = outbound.send_due(current_app._get_current_object())  # type: ignore[attr-defined]
-    click.echo(f"{report.acknowledged} acknowledged, {report.failed} failed.")
+    dead = f", {report.dead_lettered} dead-lettered" if report.dead_lettered else ""
+    click.echo(f"{report.acknowledged} acknowledged, {report.failed} failed{dead}.")

@@ -37,6 +37,7 @@ STATE_LABELS = {
     "failed": _l("failed, will retry"),
     "acknowledged": _l("acknowledged"),
     "dead": _l("dead-lettered, not sent"),
+    "resent": _l("dead-lettered, then sent again"),
 }
 
 
@@ -229,6 +230,19 @@ def _refuse(db: Session, form: DestinationForm, exc: PlacaError) -> None:
         field.errors = [*field.errors, exc.message]
     else:
         flash(exc.message, "error")
+
+
+@bp.route("/destinations/<int:destination_id>/resend-dead", methods=["POST"])
+@roles("admin")
+def destination_resend_dead(destination_id: int) -> Response:
+    """Send every dead-lettered message of a destination again, oldest first."""
+    db = get_db()
+    destination = outbound.get_destination(db, destination_id)
+    copies = outbound.resend_dead(db, current_actor(), destination)
+    db.commit()
+    flash(_("%(count)d dead-lettered messages to %(name)s are queued again.",
+            count=len(copies), name=destination.name), "info")  # fmt: skip
+    return redirect(url_for("outbox.destinations"))
 
 
 @bp.route("/destinations/<int:destination_id>/deactivate", methods=["POST"])

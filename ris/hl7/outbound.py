@@ -34,9 +34,10 @@ apply it):
 * **Admins decide the rest** (:func:`skip_message`, :func:`retry_now`, :func:`resend_message`,
   each audited): skip (dead-letter) a queued or failed message that blocks its destination,
   retry a failed one at once, or send a dead (or acknowledged) message again once the cause
-  is fixed. A resend is a *new* message at the end of the destination's queue, with a new
-  control ID (MSH-10), since a receiver that remembers control IDs would answer the old one
-  with its old refusal; the original stays as history.
+  is fixed (one, or every dead message of a destination). A resend is a *new* message at
+  the end of the destination's queue, with a new control ID (MSH-10), since a receiver that
+  remembers control IDs would answer the old one with its old refusal; a dead original
+  becomes ``resent`` and stays as history.
 
 Order per destination: a message is sent only after every older message of its destination
 was acknowledged or dead-lettered. Nothing is ever deleted: a dead message is kept, never
@@ -84,7 +85,7 @@ from ris.models import (
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPES = ("SIU", "ORU", "DFT")
-STATES = ("queued", "sent", "failed", "acknowledged", "dead")
+STATES = ("queued", "sent", "failed", "acknowledged", "dead", "resent")
 PENDING = ("queued", "sent", "failed")
 SKIPPABLE = ("queued", "failed")
 RESENDABLE = ("dead", "acknowledged")
@@ -456,7 +457,9 @@ def skip_message(db: Session, actor: Actor, message: OutboundMessage, reason: st
 def resend_message(db: Session, actor: Actor, message: OutboundMessage) -> OutboundMessage:
     """Queue a copy of a dead or acknowledged message at the end of its destination's queue.
 
-    The copy gets a new control ID (MSH-10) and time (MSH-7); the original stays as it was.
+    The copy gets a new control ID (MSH-10) and time (MSH-7). A dead original becomes
+    ``resent`` (so it is not sent twice, and the dead count shows what is still unresolved);
+    an acknowledged one stays acknowledged.
     """
     _lock_destination(db, message)
     if message.state not in RESENDABLE:
@@ -472,11 +475,26 @@ def resend_message(db: Session, actor: Actor, message: OutboundMessage) -> Outbo
     )  # fmt: skip
     db.add(copy)
     db.flush()
+    if message.state == "dead":
+        message.state = "resent"
+        note = f"sent again as message {copy.id}"
+        message.last_error = "; ".join(p for p in (note, message.last_error or "") if p)[:2000]
     audit.record(db, actor, "hl7.outbound.resend", object_type="hl7_outbound",
                  object_id=message.id, patient_id=message.patient_id,
                  detail={"copy": copy.id, "control_id": control_id})  # fmt: skip
     logger.info("HL7 message %s resent by %s as %s", message.id, actor.name, copy.id)
     return copy
+
+
+def resend_dead(db: Session, actor: Actor, destination: HL7Destination) -> list[OutboundMessage]:
+    """Send every dead-lettered message of ``destination`` again, oldest first (after a fix
+    at the receiver that refused them); each is audited as its own resend."""
+    query = (
+        select(OutboundMessage)
+        .where(OutboundMessage.destination_id == destination.id, OutboundMessage.state == "dead")
+        .order_by(OutboundMessage.id)
+    )  # fmt: skip
+    return [resend_message(db, actor, message) for message in db.scalars(query).all()]
 
 
 def restamp(payload: str, control_id: str, moment: str) -> str:

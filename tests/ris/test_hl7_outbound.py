@@ -587,7 +587,10 @@ def test_admin_skips_a_blocking_message_and_sends_it_again(
     assert copy.payload.split("\r")[1:] == blocked.payload.split("\r")[1:]
     assert outbound.send_due(app, **FAST).acknowledged == 1
     assert peer.control_ids == [blocked.control_id, waiting.control_id, copy.control_id]
-    assert [m.state for m in _outbox(app)] == ["dead", "acknowledged", "acknowledged"]
+    assert [m.state for m in _outbox(app)] == ["resent", "acknowledged", "acknowledged"]
+    assert f"sent again as message {copy.id}" in (_outbox(app)[0].last_error or "")
+    twice = post_form(client, f"{page}/resend", {}, form_page=page)  # resent: not again
+    assert twice.status_code == 302 and len(_outbox(app)) == 3
     with transaction(app) as session:
         events = list(session.execute(select(AuditEvent.action, AuditEvent.object_id,
                                              AuditEvent.detail, AuditEvent.patient_id)
@@ -603,3 +606,42 @@ def test_admin_skips_a_blocking_message_and_sends_it_again(
     assert {e.patient_id for e in events} == {blocked.patient_id}
     counts = client.get("/admin/outbox/destinations").get_data(as_text=True)
     assert "dead-lettered, not sent" in counts
+
+
+def test_admin_sends_every_dead_message_of_a_destination_again(
+    app: Flask, client: FlaskClient, db: Session, desk: FrontDesk, ct, make_user, peer: HL7Peer
+) -> None:
+    room, code = ct
+    destination = _destination(db, peer.port)
+    day = next_weekday()
+    for hour in (9, 10, 11):
+        desk.booked(db, room, code, at(day, hour))
+    db.commit()
+    peer.answer = "AE"  # the receiver refuses everything until it is fixed
+    moment = utcnow()
+    runs = 0
+    while any(m.state != "dead" for m in _outbox(app)) and runs < 20:
+        outbound.send_due(app, now=lambda m=moment: m, **FAST)
+        moment += outbound.RETRY_MAX
+        runs += 1
+    assert [m.state for m in _outbox(app)] == ["dead"] * 3
+    result = app.test_cli_runner().invoke(args=["hl7", "destinations"])
+    assert "dead=3" in result.output
+    sign_in(client, make_user("admin"))
+    listing = client.get("/admin/outbox/destinations").get_data(as_text=True)
+    assert "Send the dead-lettered messages again" in listing
+    action = f"/admin/outbox/destinations/{destination.id}/resend-dead"
+    response = post_form(client, action, {}, form_page="/admin/outbox/destinations")
+    assert response.status_code == 302
+    assert "3 dead-lettered messages to HIS are queued again" in client.get(
+        "/admin/outbox/destinations").get_data(as_text=True)  # fmt: skip
+    again = post_form(client, action, {}, form_page="/admin/outbox/destinations")
+    assert again.status_code == 302 and len(_outbox(app)) == 6  # nothing resent twice
+    peer.answer = "AA"
+    sent = app.test_cli_runner().invoke(args=["hl7", "send"])
+    assert sent.output.strip() == "3 acknowledged, 0 failed."
+    rows = _outbox(app)
+    assert [m.state for m in rows] == ["resent"] * 3 + ["acknowledged"] * 3
+    assert peer.control_ids[-3:] == [m.control_id for m in rows[3:]]
+    originals = [m.payload.split("\r", 1)[1] for m in rows[:3]]
+    assert [m.payload.split("\r", 1)[1] for m in rows[3:]] == originals  # same order, same body
