@@ -65,7 +65,8 @@ class OutboundMessage(Base):
     """A message waiting in, or gone through, the outbox of one destination.
 
     Written in the same transaction as the change that causes it; the scheduler sends each
-    destination's messages in order and retries with back-off until the peer answers AA.
+    destination's messages in order and retries with back-off until the peer answers AA, or
+    dead-letters a message the peer keeps refusing (:mod:`ris.hl7.outbound`).
     """
 
     __tablename__ = "hl7_outbound"
@@ -83,7 +84,7 @@ class OutboundMessage(Base):
     payload: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(
         String(16), default="queued"
-    )  # queued, sent, failed, acknowledged
+    )  # queued, sent, failed, acknowledged; dead (dead-lettered), resent (dead, sent again)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
