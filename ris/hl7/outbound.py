@@ -16,8 +16,10 @@ the messages in id order over one MLLP connection, each answered by its ACK befo
   message is retried with back-off (10 s, 20 s, 40 s... at most 10 min), or
 * ``dead`` (dead-lettered): parked for good, and the destination goes on with its next message.
 
-When a message is dead-lettered (the rule, as interface engines such as Mirth and Rhapsody
-apply it):
+When a message is dead-lettered. The rule follows what interface engines (Mirth Connect,
+Rhapsody) do by default: their queues retry what could not be delivered, while a message
+the peer answered with a negative acknowledgement is marked in error, after a configurable
+number of retries, and the queue goes on:
 
 * **Transport trouble never dead-letters.** A refused connection, a timeout, a garbled reply
   or the ACK of another message say nothing about the message: the peer is down or confused,
