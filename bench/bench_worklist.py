@@ -56,6 +56,7 @@ import frontdesk_data  # noqa: E402
 import worklist_data as data  # noqa: E402
 from bench_frontdesk import environment, fresh_database  # noqa: E402
 from flask import Flask  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
 from pynetdicom.association import Association  # noqa: E402
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # noqa: E402
@@ -200,21 +201,36 @@ class Found:
     first_ms: float  # until the first response (the first item, or the final one)
     answers: int
     final: int
+    items: list[Dataset]  # kept undecoded, read only to explain a wrong count, then dropped
+
+    def step_ids(self) -> list[str]:
+        return [str(item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID)
+                for item in self.items]  # fmt: skip
 
 
 def run_find(assoc: Association, query: Query) -> Found:
     """One C-FIND, timed until the first and until the final response."""
     started = time.perf_counter()
-    answers, final, first = 0, -1, 0.0
+    items, final, first = [], -1, 0.0
     for status, found in assoc.send_c_find(identifier(query), ModalityWorklistInformationFind):
         first = first or time.perf_counter()
         code = int(status.get("Status", -1))
         if code in (0xFF00, 0xFF01) and found is not None:
-            answers += 1
+            items.append(found)
         else:
             final = code
     ended = time.perf_counter()
-    return Found((ended - started) * 1000, (first - started) * 1000, answers, final)
+    return Found((ended - started) * 1000, (first - started) * 1000, len(items), final, items)
+
+
+def explain(assoc: Association, query: Query, got: Found) -> str:
+    """A wrong answer count, and what the same query answers again right away."""
+    again = run_find(assoc, query)
+    ids = got.step_ids()
+    missing = [(n, sps) for n, sps in enumerate(again.step_ids()) if sps not in ids]
+    return (f"{query.key} {query.day}: {got.answers} answers, {query.expected} expected, "
+            f"final {got.final:#06x}; again: {again.answers}; missing (position, SPS ID): "
+            f"{missing[:5]}")  # fmt: skip
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -237,12 +253,15 @@ def measure_pynetdicom(port: int, pid: int, planned: list[Query], args: argparse
         for query in (planned * args.warmup)[: args.warmup]:
             run_find(assoc, query)
         results: list[Found] = []
-        wrong = 0
+        mismatches: list[str] = []
         cpu_before = cpu_seconds(pid)
         for _ in range(args.repeat):
             for query in planned:
                 results.append(run_find(assoc, query))
-                wrong += results[-1].answers != query.expected
+                got = results[-1]
+                if got.answers != query.expected:
+                    mismatches.append(explain(assoc, query, got))
+                got.items.clear()
         cpu = cpu_seconds(pid) - cpu_before
     finally:
         assoc.release()
@@ -253,7 +272,8 @@ def measure_pynetdicom(port: int, pid: int, planned: list[Query], args: argparse
         "first_answer_median_ms": first["median_ms"], "first_answer_p95_ms": first["p95_ms"],
         "answers": {"min": min(answers), "median": statistics.median(answers),
                     "max": max(answers), "total": sum(answers)},
-        "wrong_counts": wrong, "failed_queries": sum(r.final != 0x0000 for r in results),
+        "wrong_counts": len(mismatches), "mismatches": mismatches[:10],
+        "failed_queries": sum(r.final != 0x0000 for r in results),
         "server_cpu_ms_per_query": round(cpu * 1000 / len(timings), 2),
         "ms_per_answer": round(sum(timings) / max(1, sum(answers)), 3),
     }  # fmt: skip
