@@ -402,10 +402,12 @@ def implied_exam_status(steps: Sequence[PerformedProcedureStep]) -> ExamStatus |
 def _follow_steps(
     db: Session, actor: Actor, procedure: RequestedProcedure, reason: str | None = None
 ) -> None:
-    steps = db.scalars(
-        select(PerformedProcedureStep).where(PerformedProcedureStep.procedure_id == procedure.id)
-    ).all()
-    target = implied_exam_status(steps)
+    # Two steps of one exam finishing at once: the exam's row lock makes the second read
+    # the first one's outcome (PostgreSQL; SQLite's write lock serialises them anyway).
+    lock = select(RequestedProcedure.id).where(RequestedProcedure.id == procedure.id)
+    db.execute(lock.with_for_update())
+    db.refresh(procedure, ["status", "status_changed_at"])
+    target = implied_exam_status(_steps_of(db, procedure))
     path = None if target is None else _exam_target_path(procedure.status, target)
     if path is None:
         logger.warning("Exam %s is %s: its performed steps change nothing",

@@ -537,3 +537,27 @@ def test_the_same_n_create_on_two_associations_at_once_creates_one_step(
     assert sorted(statuses) == [0x0000, 0x0111]
     assert count(app, PerformedProcedureStep) == 1
     assert exam_status(app, exam) is ExamStatus.IN_PROGRESS
+
+
+def test_two_steps_of_one_exam_completing_at_once_complete_the_exam(
+    app: Flask, door: DicomDoor, modality: Association, exam: RequestedProcedure, day: date
+) -> None:
+    uids = [create(modality, create_attributes(exam, day, start_time=t))[1]
+            for t in ("093000", "093500")]  # fmt: skip
+    statuses: list[int] = []
+
+    def complete(uid: str) -> None:
+        scu = AE(ae_title=MODALITY_AE)
+        scu.add_requested_context(MPPS)
+        assoc = scu.associate(*door.address, ae_title="PLACA")
+        statuses.append(n_set(assoc, final_attributes("COMPLETED", day, [series_item(1)]), uid)
+                        .Status)  # fmt: skip
+        assoc.release()
+
+    threads = [threading.Thread(target=complete, args=(uid,)) for uid in uids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert statuses == [0x0000, 0x0000]
+    assert exam_status(app, exam) is ExamStatus.COMPLETED
