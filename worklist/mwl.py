@@ -25,13 +25,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask
+from pydicom import config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName as DicomPersonName
-from sqlalchemy import Row, Select, exists, select
+from sqlalchemy import Row, Select, String, exists, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from ris.dicom_match import (
     Choice,
@@ -101,6 +105,7 @@ class WorklistQuery:
     request: Dataset
     statement: Select[Any]
     options: WorklistOptions
+    fillers: tuple[Filler, ...] = ()  # how each response is built (compile_response)
     ignored: tuple[str, ...] = ()  # keys with a value Placa does not match on (0xFF01)
     wants_latin1: bool = False
 
@@ -151,6 +156,29 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+class not_an_index(FunctionElement[str]):  # noqa: N801 - an SQL construct, named like one
+    """The column, which SQLite's planner must not pick an index for (``+column``).
+
+    Without statistics SQLite takes "status IN (scheduled, arrived)" for the most selective
+    condition and reads every scheduled exam, where the date's or the patient's index finds
+    the few rows asked for. PostgreSQL's planner has statistics: the column as it is.
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "not_an_index"
+
+
+@compiles(not_an_index)
+def _plain_column(element: not_an_index, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(not_an_index, "sqlite")
+def _unindexed_column(element: not_an_index, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"
+
+
 def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQuery:
     """Read a worklist C-FIND identifier; raises ris.dicom_match.MatchError if malformed."""
     match = build_conditions(request, MATCHING_RULES, MatchContext(zone=options.zone))
@@ -163,7 +191,7 @@ def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQ
         .join(Patient, Order.patient_id == Patient.id)
         .join(Code, Exam.procedure_code_id == Code.id)
         .join(Room, Step.room_id == Room.id)
-        .where(Exam.status.in_(sorted(options.statuses)))
+        .where(not_an_index(Exam.status).in_(sorted(options.statuses)))
         # The exam's current step only: a later booking replaces an earlier one.
         .where(~exists().where(later.procedure_id == Step.procedure_id, later.id > Step.id))
         .where(match.where())
@@ -173,7 +201,8 @@ def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQ
     if options.room_id is not None:
         statement = statement.where(Step.room_id == options.room_id)
     return WorklistQuery(
-        request=request, statement=statement, options=options, ignored=tuple(match.ignored),
+        request=request, statement=statement, options=options,
+        fillers=compile_response(request), ignored=tuple(match.ignored),
         wants_latin1=_asks_for_latin1(request),
     )  # fmt: skip
 
@@ -197,7 +226,7 @@ class WorklistItems:
                     logger.warning("Worklist query matched more than %s items; answered the "
                                    "first %s (PLACA_MWL_MAX_ANSWERS)", limit, limit)  # fmt: skip
                     return
-                yield answer(query.request, row, query.options.zone, query.wants_latin1)
+                yield answer(query, row)
         finally:
             rows.close()
 
@@ -315,51 +344,81 @@ STEP_LEVEL: dict[str, Provider] = {
     "ScheduledProcedureStepLocation": lambda r, z: _text(r.room_code, SH),
     "ScheduledProcedureStepStatus": lambda r, z: STEP_STATUS.get(r.status),
 }
-_TAGS = {keyword: tag_for_keyword(keyword) for keyword in (*TOP_LEVEL, *STEP_LEVEL)}
+Filler = Callable[[Row[Any], ZoneInfo], DataElement]
+"""Builds one element of a response from a row; a request is compiled into a list of them."""
 
 
-def answer(request: Dataset, row: Row[Any], zone: ZoneInfo, wants_latin1: bool) -> Dataset:
+def compile_response(request: Dataset) -> tuple[Filler, ...]:
+    """What to answer for a request, worked out once per query rather than once per item."""
+    return _fillers(request, TOP_LEVEL)
+
+
+def answer(query: WorklistQuery, row: Row[Any]) -> Dataset:
     """The response identifier for one row: every requested key, in the request's shape."""
-    response = _fill(request, row, zone, TOP_LEVEL)
-    charset = LATIN1 if wants_latin1 and _fits_latin1(response) else UTF8
-    response.SpecificCharacterSet = charset
+    response = _build(query.fillers, row, query.options.zone)
+    charset = LATIN1 if query.wants_latin1 and _fits_latin1(response) else UTF8
+    response.add(DataElement(0x00080005, "CS", charset))
     return response
 
 
-def _fill(request: Dataset, row: Row[Any], zone: ZoneInfo, table: dict[str, Provider]) -> Dataset:
+def _build(fillers: tuple[Filler, ...], row: Row[Any], zone: ZoneInfo) -> Dataset:
     response = Dataset()
+    for fill in fillers:
+        response.add(fill(row, zone))
+    return response
+
+
+def _fillers(request: Dataset, table: dict[str, Provider]) -> tuple[Filler, ...]:
+    fillers: list[Filler] = []
     for element in request:
         tag = element.tag
         if tag.is_private or tag.element == 0 or tag == 0x00080005:
             continue
         keyword = element.keyword
         if keyword == SPS_SEQUENCE and table is TOP_LEVEL:
-            response.add(DataElement(tag, "SQ", [_step_item(element, row, zone)]))
+            fillers.append(_sequence_filler(tag, _step_fillers(element)))
         elif keyword in table:
-            value = table[keyword](row, zone)
-            response.add(_element(tag, keyword, value, element))
+            fillers.append(_value_filler(tag, table[keyword], _requested_item(element)))
         else:
-            response.add(DataElement(tag, element.VR, [] if element.VR == "SQ" else None))
-    return response
+            fillers.append(_empty_filler(tag, element.VR))
+    return tuple(fillers)
 
 
-def _step_item(requested: DataElement, row: Row[Any], zone: ZoneInfo) -> Dataset:
-    items = requested.value or []
-    if items and len(items[0]):
-        return _fill(items[0], row, zone, STEP_LEVEL)
+def _step_fillers(requested: DataElement) -> tuple[Filler, ...]:
+    item = _requested_item(requested)
+    if item is not None:
+        return _fillers(item, STEP_LEVEL)
     # A zero-length sequence (or an empty item) asks for the whole item.
-    item = Dataset()
-    for keyword, provide in STEP_LEVEL.items():
-        item.add(_element(_TAGS[keyword], keyword, provide(row, zone), None))
-    return item
+    return tuple(_value_filler(tag_for_keyword(keyword), provide, None)
+                 for keyword, provide in STEP_LEVEL.items())  # fmt: skip
 
 
-def _element(tag: int, keyword: str, value: Any, requested: DataElement | None) -> DataElement:
+def _requested_item(element: DataElement) -> Dataset | None:
+    """The item keys a sequence key asks for; None when it asks for the whole item."""
+    if element.VR != "SQ" or not element.value or not len(element.value[0]):
+        return None
+    return element.value[0]
+
+
+def _sequence_filler(tag: int, fillers: tuple[Filler, ...]) -> Filler:
+    return lambda row, zone: DataElement(tag, "SQ", [_build(fillers, row, zone)])
+
+
+def _value_filler(tag: int, provide: Provider, wanted: Dataset | None) -> Filler:
     vr = dictionary_VR(tag)
-    if vr == "SQ" and requested is not None and requested.value and len(requested.value[0]):
-        # Item keys requested inside a code sequence: answer exactly those.
-        value = [_only(item, requested.value[0]) for item in value]
-    return DataElement(tag, vr, value)
+
+    def fill(row: Row[Any], zone: ZoneInfo) -> DataElement:
+        value = provide(row, zone)
+        if wanted is not None:  # item keys asked for inside a code sequence: exactly those
+            value = [_only(item, wanted) for item in value]
+        return DataElement(tag, vr, value, validation_mode=config.IGNORE)  # our values: valid
+
+    return fill
+
+
+def _empty_filler(tag: int, vr: str) -> Filler:
+    """A key Placa knows nothing about: answered empty (zero length)."""
+    return lambda row, zone: DataElement(tag, vr, [] if vr == "SQ" else None)
 
 
 def _only(item: Dataset, wanted: Dataset) -> Dataset:
