@@ -80,6 +80,7 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_commands(app: Flask) -> None:
+    from pacs import cli as pacs_cli
     from ris import cli, demo, hl7_cli, serve
     from worklist import cli as worklist_cli
 
@@ -89,6 +90,8 @@ def _register_commands(app: Flask) -> None:
     app.cli.add_command(demo.demo_command)
     app.cli.add_command(hl7_cli.hl7_group)
     app.cli.add_command(worklist_cli.simulate_modality_command)
+    app.cli.add_command(pacs_cli.ae_group)
+    app.cli.add_command(pacs_cli.import_dicom_command)
 
 
 CSP = (

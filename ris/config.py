@@ -123,6 +123,13 @@ def _as_worklist_statuses(text: str) -> tuple[str, ...]:
     return values
 
 
+def _as_duplicates(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in ("keep", "replace"):
+        raise ConfigError(f"{text!r} must be keep or replace")
+    return value
+
+
 LANGUAGES = ("en", "es", "fr")
 PORT = _as_int(0, 65535)
 
@@ -150,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DICOM_PORT", 11112, PORT, "DICOM door port"),
     Setting("DICOM_MAX_PDU", 1048576, _as_int(0, 2**32 - 1), "largest PDU received"),
     Setting("AE_WHITELIST", False, _as_bool, "accept only registered calling AEs"),
+    Setting("ARCHIVE_DUPLICATES", "keep", _as_duplicates, "a re-sent instance: keep or replace"),
     Setting("HL7_HOST", "0.0.0.0", _as_text, "HL7 MLLP door address"),
     Setting("HL7_PORT", 2575, PORT, "HL7 MLLP door port"),
     Setting("HL7_APPLICATION", "PLACA", _as_text, "MSH-3 of messages Placa sends"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from pynetdicom import AE, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event, EventType
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -44,6 +44,14 @@ class DicomService:
     # SCP/SCU role selection to accept for these classes (C-GET needs the requestor as SCP).
     scu_role: bool | None = None
     scp_role: bool | None = None
+    # Transfer syntaxes accepted; None: pynetdicom's default (the three uncompressed ones).
+    # Storage accepts compressed syntaxes too, since it stores datasets as received.
+    transfer_syntaxes: tuple[str, ...] | None = None
+
+
+AssociationHook = Callable[[Event, Flask], None]
+"""Called on EVT_REQUESTED, before negotiation: may reject the association
+(``event.assoc.acse.send_reject``), e.g. the archive's calling-AE whitelist."""
 
 
 def set_nodelay(event: Event) -> None:
@@ -102,6 +110,22 @@ def _services() -> list[DicomService]:
     return [*pacs_dicom.SERVICES, *worklist_dicom.SERVICES]
 
 
+def _association_hooks() -> list[AssociationHook]:
+    from pacs import dicom as pacs_dicom
+
+    return list(pacs_dicom.ASSOCIATION_HOOKS)
+
+
+def _on_requested(app: Flask, hooks: list[AssociationHook]) -> Callable[[Event], None]:
+    def requested(event: Event) -> None:
+        for hook in hooks:
+            if event.assoc.is_rejected or event.assoc.is_aborted:
+                return
+            hook(event, app)
+
+    return requested
+
+
 def build_ae(
     app: Flask, services: Iterable[DicomService] | None = None
 ) -> tuple[AE, list[tuple[Any, Any]]]:
@@ -117,13 +141,17 @@ def build_ae(
     tables: dict[EventType, dict[str, ServiceHandler]] = {}
     for service in _services() if services is None else services:
         for uid in service.sop_classes:
-            ae.add_supported_context(uid, scu_role=service.scu_role, scp_role=service.scp_role)
+            syntaxes = list(service.transfer_syntaxes or DEFAULT_TRANSFER_SYNTAXES)
+            ae.add_supported_context(
+                uid, syntaxes, scu_role=service.scu_role, scp_role=service.scp_role
+            )
             for event_type, handler in service.handlers.items():
                 tables.setdefault(event_type, {})[uid] = handler
     handlers: list[tuple[Any, Any]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
+        (evt.EVT_REQUESTED, _on_requested(app, _association_hooks())),
     ]
     handlers.extend((event_type, _dispatcher(app, table)) for event_type, table in tables.items())
     return ae, handlers

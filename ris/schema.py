@@ -6,6 +6,7 @@ adds its ``models`` import below.
 
 from __future__ import annotations
 
+import pacs.models  # noqa: F401
 import ris.models  # noqa: F401
 import worklist.models  # noqa: F401
 from ris.db import Base

@@ -1,0 +1,178 @@
+"""Ingest: how the DICOM door stores what the modalities send, within the CPU budget.
+
+Each C-STORE is handled on its association's thread: the header is parsed (up to the last
+attribute the index reads, never the pixel data), the file written and fsynced there,
+concurrently with the other associations (hashing, writing and fsync release the GIL).
+The index rows then go to one **group commit**: a single writer thread takes every row
+waiting, from every association, applies each in its own savepoint and commits them in
+one transaction. Each association's Success is sent only after the commit that holds its
+row; with one association this is a commit per instance, with several the commit (and its
+fsync) is shared.
+
+A row that fails alone (a constraint raced by another association) rolls back its savepoint
+and is retried; a commit that fails fails every row it held, and their new files are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pacs.models import Instance
+from pacs.storage import (
+    INDEX_UNAVAILABLE,
+    Duplicates,
+    Received,
+    StoreRefused,
+    StoreResult,
+    archive_root,
+    discard_file,
+    index_instance,
+    read_index_header,
+    write_file,
+)
+from ris.db import read_only, transaction
+from ris.site import site_of
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 64  # rows in one commit at most
+RETRIES = 3  # a row that loses a race (unique constraint) is tried again this often
+T = TypeVar("T")
+
+
+@dataclass
+class _Job(Generic[T]):
+    work: Callable[[Session], T]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+class IndexWriter:
+    """The group commit: one thread commits the index rows of every association."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.commits = 0  # for the benchmark and the tests: rows / commits is the batch size
+        self.rows = 0
+
+    def submit(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in the next group transaction; return once it is committed."""
+        self._start()
+        job: _Job[T] = _Job(work)
+        self._queue.put(job)  # type: ignore[arg-type]
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="placa-index-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with transaction(self.app) as db:
+                for job in batch:
+                    try:
+                        with db.begin_nested():
+                            job.result = job.work(db)
+                    except Exception as exc:  # this row only: its savepoint is rolled back
+                        job.error = exc
+            self.commits += 1
+            self.rows += len(batch)
+        except Exception as exc:  # the commit itself: nothing of the batch is stored
+            logger.error("Index commit of %d rows failed: %s", len(batch), exc)
+            for job in batch:
+                job.error, job.result = job.error or exc, None
+        finally:
+            for job in batch:
+                job.done.set()
+
+
+def index_writer(app: Flask) -> IndexWriter:
+    writer = app.extensions.get("pacs.index_writer")
+    if writer is None:
+        with _WRITERS_LOCK:
+            writer = app.extensions.setdefault("pacs.index_writer", IndexWriter(app))
+    return writer
+
+
+_WRITERS_LOCK = threading.Lock()
+
+
+def ingest(app: Flask, received: Received) -> StoreResult:
+    """Store one received instance durably: file, then index, then (only then) the answer.
+
+    Raises StoreRefused with the status to answer; nothing is left behind on a refusal."""
+    header = read_index_header(received)
+    root = archive_root(app.config["DATA_DIR"])
+    stored = write_file(root, received, header)
+    zone = site_of(app).zone
+    duplicates = Duplicates(app.config["ARCHIVE_DUPLICATES"])
+
+    def work(db: Session) -> StoreResult:
+        return index_instance(
+            db, header, stored, transfer_syntax_uid=received.transfer_syntax_uid,
+            calling_ae=received.calling_ae, zone=zone, duplicates=duplicates,
+        )  # fmt: skip
+
+    writer = index_writer(app)
+    for attempt in range(1, RETRIES + 1):
+        try:
+            result = writer.submit(work)
+            break
+        except IntegrityError as exc:  # another association created the same row first
+            if attempt == RETRIES:
+                return _failed(app, root, stored.path, exc)
+        except Exception as exc:
+            return _failed(app, root, stored.path, exc)
+    if result.obsolete_path:
+        discard_file(root, result.obsolete_path)
+    return result
+
+
+def _failed(app: Flask, root: Path, path: str, exc: BaseException) -> StoreResult:
+    logger.error("Index of %s failed, file removed: %s", path, exc)
+    if not _indexed(app, path):
+        discard_file(root, path)
+    raise StoreRefused(INDEX_UNAVAILABLE, "the index is unavailable") from exc
+
+
+def _indexed(app: Flask, path: str) -> bool:
+    """Whether a committed row uses this file (the same bytes stored by another association)."""
+    try:
+        with read_only(app) as db:
+            return db.scalar(select(Instance.id).where(Instance.path == path)) is not None
+    except Exception:
+        return False  # the database is down: no committed row can be shown to need it
