@@ -351,13 +351,23 @@ def _split_range(keyword: str, value: str) -> tuple[str, str, bool]:
 def _split_datetime_range(keyword: str, value: str) -> tuple[str, str]:
     """DT values may end in a "-HHMM" offset: the range dash is the one that leaves a
     valid date-time (or nothing) on each side."""
-    if _DT.match(value):
+    if _is_datetime(value):
         return value, value
     for index, char in enumerate(value):
         low, high = value[:index], value[index + 1 :]
-        if char == "-" and (not low or _DT.match(low)) and (not high or _DT.match(high)):
+        if char == "-" and (not low or _is_datetime(low)) and (not high or _is_datetime(high)):
             return low, high
     raise MatchError(keyword, value, "not a DICOM date-time or range")
+
+
+def _is_datetime(text: str) -> bool:
+    """A DT value whose offset, if any, is a real one (-1200 to +1400): "2026-2027" is a
+    range of years, not 2026 at offset -20:27."""
+    match = _DT.match(text)
+    if not match:
+        return False
+    offset = match[8]
+    return not offset or (int(offset[1:3]) <= 14 and int(offset[3:5]) < 60)
 
 
 def parse_date(keyword: str, text: str) -> date:

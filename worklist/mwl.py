@@ -31,9 +31,10 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName as DicomPersonName
-from sqlalchemy import Row, Select, String, exists, select
+from sqlalchemy import Boolean, Row, Select, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -48,6 +49,7 @@ from ris.dicom_match import (
     Text,
     UIDList,
     build_conditions,
+    values_of,
 )
 from ris.models import (
     ExamStatus,
@@ -156,27 +158,58 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-class not_an_index(FunctionElement[str]):  # noqa: N801 - an SQL construct, named like one
-    """The column, which SQLite's planner must not pick an index for (``+column``).
+class often_true(FunctionElement[bool]):  # noqa: N801 - an SQL construct, named like one
+    """A condition SQLite's planner should expect to hold for many rows.
 
     Without statistics SQLite takes "status IN (scheduled, arrived)" for the most selective
-    condition and reads every scheduled exam, where the date's or the patient's index finds
-    the few rows asked for. PostgreSQL's planner has statistics: the column as it is.
+    condition and reads every active exam, where the date's or the patient's index finds
+    the few rows asked for; likelihood() corrects the guess, and the status index still
+    serves a query that has nothing better. PostgreSQL's planner has statistics.
     """
 
-    type = String()
+    type = Boolean()
     inherit_cache = True
-    name = "not_an_index"
+    name = "often_true"
 
 
-@compiles(not_an_index)
-def _plain_column(element: not_an_index, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(often_true)
+def _plain_condition(element: often_true, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
 
 
-@compiles(not_an_index, "sqlite")
-def _unindexed_column(element: not_an_index, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"+{compiler.process(element.clauses, **kw)}"
+@compiles(often_true, "sqlite")
+def _likely_condition(element: often_true, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"likelihood({compiler.process(element.clauses, **kw)}, 0.5)"
+
+
+# Keys with an index of their own: with one of them, the status is no way to find rows.
+INDEXED_KEYS = frozenset({"PatientID", "AccessionNumber", "RequestedProcedureID",
+                          "StudyInstanceUID"})  # fmt: skip
+INDEXED_STEP_KEYS = frozenset({"Modality", "ScheduledStationAETitle", "ScheduledProcedureStepID",
+                               "ScheduledProcedureStepStartDate"})  # fmt: skip
+
+
+def _status_condition(request: Dataset, options: WorklistOptions) -> ColumnElement[bool]:
+    served = Exam.status.in_(sorted(options.statuses))
+    if options.room_id is not None or _has_indexed_key(request):
+        return often_true(served)
+    return served  # a broad or name-only query: the few active exams are the way in
+
+
+def _has_indexed_key(request: Dataset) -> bool:
+    def given(dataset: Dataset, keywords: frozenset[str]) -> bool:
+        return any(k in dataset and values_of(dataset.data_element(k)) for k in keywords)
+
+    items = request.get(SPS_SEQUENCE) or []
+    step = items[0] if len(items) == 1 else Dataset()
+    return given(request, INDEXED_KEYS) or given(step, INDEXED_STEP_KEYS)
+
+
+def _later_step(later: Any) -> Select[Any]:
+    return (
+        select(later.id).where(later.procedure_id == Step.procedure_id, later.id > Step.id)
+        .correlate(Step).offset(0)
+    )  # fmt: skip
 
 
 def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQuery:
@@ -191,9 +224,11 @@ def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQ
         .join(Patient, Order.patient_id == Patient.id)
         .join(Code, Exam.procedure_code_id == Code.id)
         .join(Room, Step.room_id == Room.id)
-        .where(not_an_index(Exam.status).in_(sorted(options.statuses)))
-        # The exam's current step only: a later booking replaces an earlier one.
-        .where(~exists().where(later.procedure_id == Step.procedure_id, later.id > Step.id))
+        .where(_status_condition(request, options))
+        # The exam's current step only: a later booking replaces an earlier one. OFFSET 0
+        # keeps PostgreSQL from turning NOT EXISTS into an anti-join that reads every step;
+        # each row is checked in the procedure_id index instead.
+        .where(~_later_step(later).exists())
         .where(match.where())
         .order_by(Step.start_at, Step.id)
         .limit(options.max_answers + 1)
