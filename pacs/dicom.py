@@ -107,18 +107,28 @@ def check_calling_ae(event: Event, app: Flask) -> None:
     if not app.config["AE_WHITELIST"]:
         return
     requestor = event.assoc.requestor
-    calling = str(requestor.ae_title).strip()
+    # Before negotiation only the A-ASSOCIATE-RQ primitive holds the calling AE title.
+    primitive = requestor.primitive
+    calling = str(primitive.calling_ae_title if primitive else requestor.ae_title).strip()
     try:
         with read_only(app) as db:
             known = db.scalar(select(RemoteAE.id).where(RemoteAE.ae_title == calling))
     except Exception:
         logger.exception("Cannot check calling AE %s: association rejected (transient)", calling)
-        event.assoc.acse.send_reject(REJECTED_TRANSIENT, SERVICE_USER, NO_REASON)
+        _reject(event, REJECTED_TRANSIENT, NO_REASON)
         return
     if known is None:
         logger.warning("Association from unregistered AE %r at %s rejected", calling,
                        requestor.address)  # fmt: skip
-        event.assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+        _reject(event, REJECTED_PERMANENT, CALLING_AE_NOT_RECOGNISED)
+
+
+def _reject(event: Event, result: int, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ and end the association as pynetdicom's own rejections do (the
+    kill lets the DUL send the PDU before the socket closes)."""
+    event.assoc.acse.send_reject(result, SERVICE_USER, diagnostic)
+    evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+    event.assoc.kill()
 
 
 SERVICES = [
