@@ -148,6 +148,16 @@ def test_latin1_query_gets_latin1_answers_with_accents_intact(mwl: Worklist) -> 
     assert str(dupont.PatientName) == "Dupont-Lefèvre^Hélène"
 
 
+def test_accented_queries_without_a_character_set_are_read_as_utf8_or_latin1(
+    mwl: Worklist,
+) -> None:
+    # No Specific Character Set in either query; the answer comes in the one guessed.
+    for encoding, charset in (("utf-8", "ISO_IR 192"), ("latin-1", "ISO_IR 100")):
+        [item] = mwl.query({"PatientName": "*núñez*"}, encoding=encoding)[0]
+        assert str(item.PatientName) == PENA
+        assert item.SpecificCharacterSet == charset
+
+
 def test_matching_rules_over_the_network(mwl: Worklist) -> None:
     dept = mwl.dept
     day, next_day = dept.day.strftime("%Y%m%d"), dept.next_day.strftime("%Y%m%d")
