@@ -472,8 +472,7 @@ def _room(context: Context, exam: RequestedProcedure, item: Item) -> tuple[Room 
             return room, ""
         _warn(context, f"IPC-9 {station} is no room's AE title: using the default room")
     modality = _modality_sent(item) or exam.procedure_code.modality
-    query = select(Room).where(Room.default_for_modality, Room.modality == modality, Room.active)
-    room = db.scalars(query.order_by(Room.code).limit(1)).first()
+    room = catalog.default_room(db, modality)
     return room, "" if room else f"no default room for {modality}"
 
 
