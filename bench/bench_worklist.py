@@ -91,6 +91,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--findscu", type=int, default=20, help="findscu cross-check queries")
     parser.add_argument("--timezone", default="Europe/Madrid")
+    parser.add_argument("--server-log-level", default="INFO",
+                        help="the door's PLACA_LOG_LEVEL (default INFO)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=5000)
     parser.add_argument("--in-process", action="store_true",
                         help="run the DICOM door in this process (shares the GIL)")  # fmt: skip
@@ -139,7 +141,8 @@ def load(app: Flask, args: argparse.Namespace, day: date) -> data.Loaded:
 def dicom_door(url: str, folder: Path, args: argparse.Namespace) -> Iterator[tuple[int, int]]:
     """Placa's DICOM door on a free port: its port and the server's process id."""
     if args.in_process:
-        app = build_app(url, folder, args, DICOM_HOST="127.0.0.1", DICOM_PORT=free_port())
+        app = build_app(url, folder, args, DICOM_HOST="127.0.0.1", DICOM_PORT=free_port(),
+                        LOG_LEVEL=args.server_log_level)  # fmt: skip
         door = DicomDoor(app)
         try:
             yield door.address[1], os.getpid()
@@ -147,7 +150,8 @@ def dicom_door(url: str, folder: Path, args: argparse.Namespace) -> Iterator[tup
             door.stop()
             app.extensions["placa.engine"].dispose()
         return
-    settings = {"PLACA_TIMEZONE": args.timezone, "PLACA_SCHEDULER": "0"}
+    settings = {"PLACA_TIMEZONE": args.timezone, "PLACA_SCHEDULER": "0",
+                "PLACA_LOG_LEVEL": args.server_log_level}  # fmt: skip
     serve = ServeProcess(folder, url, only=("dicom", "web"), env_extra=settings)
     serve.start()
     try:
@@ -375,7 +379,8 @@ def main() -> None:
                   **environment(app), "steps": loaded.steps, "patients": loaded.patients,
                   "rooms": args.rooms, "days": args.days, "day": day.isoformat(),
                   "statuses": loaded.statuses, "load_seconds": loaded.seconds,
-                  "door": "in-process" if args.in_process else "serve process"}  # fmt: skip
+                  "door": "in-process" if args.in_process else "serve process",
+                  "server_log_level": args.server_log_level}  # fmt: skip
         app.extensions["placa.engine"].dispose()
         print(f"loaded {loaded.steps} steps ({loaded.statuses}) and {loaded.patients} patients "
               f"in {time.perf_counter() - started:.0f} s")  # fmt: skip
