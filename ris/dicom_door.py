@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import Flask
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.events import Event, EventType
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -130,6 +131,11 @@ def build_ae(
     app: Flask, services: Iterable[DicomService] | None = None
 ) -> tuple[AE, list[tuple[Any, Any]]]:
     """The application entity with every service's presentation contexts and handlers."""
+    # pynetdicom writes each C-FIND/C-MOVE request identifier to the log at INFO and formats
+    # each response identifier for DEBUG even when DEBUG is off: patient names in the log,
+    # and a quarter of the CPU of a worklist answer (bench/bench_worklist.py).
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     ae = AE(ae_title=app.config["AE_TITLE"])
     ae.maximum_pdu_size = app.config["DICOM_MAX_PDU"]
     ae.require_called_aet = True
