@@ -19,13 +19,14 @@ import pytest
 from flask import Flask
 from pydicom import dcmread
 from pydicom.dataset import Dataset, validate_file_meta
-from pydicom.uid import UID
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep
 from sqlalchemy import select
 
 from ris.db import transaction
 from ris.dicom_door import DicomDoor
-from ris.models import ExamStatus, RequestedProcedure, StatusChange
+from ris.models import ExamStatus, ProcedureCode, RequestedProcedure, Room, StatusChange
 from tests.conftest import build_app, free_port, require_tool
 from tests.factories import FrontDesk, at, next_weekday
 from worklist.simulate import (
@@ -388,3 +389,50 @@ def test_an_unreachable_archive_stops_before_mpps(department: Department) -> Non
     assert result.exit_code != 0
     assert "could not connect to NOBODY@127.0.0.1" in result.output
     assert exam_ladder(department)[0] is ExamStatus.SCHEDULED  # nothing was started
+
+
+@pytest.fixture
+def failing_archive() -> Iterator[Peer]:
+    """A storage SCP that takes the first image and refuses the next (Out of Resources)."""
+    received: list[str] = []
+
+    def handle_store(event: evt.Event) -> int:
+        received.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000 if len(received) == 1 else 0xA700
+
+    ae = AE(ae_title="FULL_ARCHIVE")
+    ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, handle_store)])  # fmt: skip
+    yield Peer("FULL_ARCHIVE", "127.0.0.1", port)
+    server.shutdown()
+
+
+def test_a_refused_image_discontinues_the_step(department: Department, failing_archive) -> None:
+    result = simulate(department, "--store-to", str(failing_archive), "--series", "1",
+                      "--images", "3")  # fmt: skip
+    assert result.exit_code != 0
+    assert "C-STORE of image 2 of series 1 refused by FULL_ARCHIVE" in result.output
+    assert "0xA700" in result.output and "DISCONTINUED (equipment failure)" in result.output
+    assert exam_ladder(department)[0] is ExamStatus.DISCONTINUED
+
+
+def test_all_performs_every_step_of_the_day(department: Department, storescp) -> None:
+    store, folder = storescp
+    desk = FrontDesk(department.app)
+    with transaction(department.app) as db:
+        room = db.scalars(select(Room).where(Room.code == "CT1")).one()
+        code = db.scalars(select(ProcedureCode)).first()
+        assert code is not None
+        second = desk.booked(db, room, code, at(department.day, 11)).id
+    result = simulate(department, "--store-to", str(store), "--all", "--series", "1",
+                      "--images", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Done: 2 step(s), 2 image(s)." in result.output
+    with transaction(department.app) as db:
+        statuses = {
+            db.get(RequestedProcedure, exam).status for exam in (department.exam_id, second)
+        }
+    assert statuses == {ExamStatus.COMPLETED}
+    assert len({image.AccessionNumber for image in received(folder)}) == 2
