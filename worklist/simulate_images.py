@@ -333,6 +333,7 @@ def _us(ds: Dataset, series: SeriesPlan, index: int) -> None:
     """640×480, 8 bits: a speckled sector."""
     _monochrome(ds, 480, 640, 8, 8)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
+    ds.PatientOrientation = None  # Type 2C (no Image Plane module): present, unknown
     rng = random.Random(index)
     speckle = bytes(rng.randrange(40, 160) for _ in range(2048))
     rows = bytearray()
@@ -392,6 +393,7 @@ def _dx(ds: Dataset, series: SeriesPlan, index: int) -> None:
 def _secondary_capture(ds: Dataset, series: SeriesPlan, index: int) -> None:
     """256×256, 8 bits: concentric rings (SC Equipment module: Conversion Type WSD)."""
     ds.ConversionType = "WSD"
+    ds.PatientOrientation = None  # Type 2C, as for US
     _monochrome(ds, 256, 256, 8, 8)
     shapes: list[Shape] = [(128, 128, r, r, 255 - r) for r in range(120, 0, -20)]
     ds.PixelData = raster(256, 256, 0, shapes, "B", index)

@@ -107,7 +107,7 @@ IOD_REQUIRED = {
                                 "EchoTrainLength", "FrameOfReferenceUID", "PixelSpacing",
                                 "ImageOrientationPatient", "ImagePositionPatient",
                                 "PatientPosition")),
-    "US": ("Ultrasound Image Storage", ("ImageType",)),
+    "US": ("Ultrasound Image Storage", ("ImageType", "PatientOrientation")),
     "CR": ("Computed Radiography Image Storage", ("BodyPartExamined", "ViewPosition")),
     "DX": ("Digital X-Ray Image Storage - For Presentation",
            ("ImageType", "PresentationIntentType", "PixelIntensityRelationship",
@@ -115,7 +115,7 @@ IOD_REQUIRED = {
             "PresentationLUTShape", "LossyImageCompression", "BurnedInAnnotation",
             "ImageLaterality", "ImagerPixelSpacing", "DetectorType", "PatientOrientation",
             "AnatomicRegionSequence", "AcquisitionContextSequence")),
-    "NM": ("Secondary Capture Image Storage", ("ConversionType",)),
+    "NM": ("Secondary Capture Image Storage", ("ConversionType", "PatientOrientation")),
 }  # fmt: skip
 
 
