@@ -21,7 +21,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep
+from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep, Verification
 from sqlalchemy import select
 
 from ris.db import transaction
@@ -34,6 +34,7 @@ from worklist.simulate import (
     Settings,
     SimulationError,
     StoredSeries,
+    associated,
     choose_steps,
     discontinuation_reason,
     mpps_final,
@@ -436,3 +437,18 @@ def test_all_performs_every_step_of_the_day(department: Department, storescp) ->
         }
     assert statuses == {ExamStatus.COMPLETED}
     assert len({image.AccessionNumber for image in received(folder)}) == 2
+
+
+def test_a_peer_without_the_service_is_an_error() -> None:
+    echo_only = AE(ae_title="ECHO_ONLY")
+    echo_only.add_supported_context(Verification)
+    port = free_port()
+    server = echo_only.start_server(("127.0.0.1", port), block=False)
+    try:
+        with pytest.raises(SimulationError, match="accepted the association but not CT Image "
+                           "Storage: it offers no storage service"):  # fmt: skip
+            with associated("CT1", Peer("ECHO_ONLY", "127.0.0.1", port), [CTImageStorage],
+                            "storage"):  # fmt: skip
+                pass
+    finally:
+        server.shutdown()
