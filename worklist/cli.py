@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -76,12 +78,13 @@ class DayType(click.ParamType):
 @click.option("--discontinue", metavar="REASON",
               help="End with MPPS DISCONTINUED: a CID 9301 code (110501) or its meaning "
                    "('equipment failure'); other text is sent as the comment.")  # fmt: skip
+@click.option("--verbose", is_flag=True, help="Also log pynetdicom's messages (every PDU).")
 @with_appcontext
 def simulate_modality_command(
     ae_title: str, host: str | None, port: int | None, called_ae: str | None,
     store_to: Peer | None, day: date | None, modality: str, images: int | None,
     series: int | None, accession: str, every_step: bool, no_mpps: bool,
-    discontinue: str | None,
+    discontinue: str | None, verbose: bool,
 ) -> None:  # fmt: skip
     """Act as modality AE: query the worklist, send MPPS and images, as a scanner would."""
     if every_step and accession:
@@ -99,11 +102,25 @@ def simulate_modality_command(
         series=series, images=images, mpps=not no_mpps, discontinue=discontinue,
     )  # fmt: skip
     try:
-        results = simulate(settings, click.echo)
+        with _quiet_pynetdicom(not verbose):
+            results = simulate(settings, click.echo)
     except SimulationError as exc:
         logger.error("simulate-modality %s: %s", ae_title, exc)
         raise click.ClickException(str(exc)) from None
     _summary(results)
+
+
+@contextmanager
+def _quiet_pynetdicom(quiet: bool) -> Iterator[None]:
+    """pynetdicom logs every association step and dataset at INFO: keep its warnings only."""
+    library = logging.getLogger("pynetdicom")
+    level = library.level
+    if quiet:
+        library.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
 
 
 def _connectable(listening_host: str) -> str:
