@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ ACSE_TIMEOUT, DIMSE_TIMEOUT, NETWORK_TIMEOUT = 30, 60, 60
 PEER_PATTERN = re.compile(
     r"^(?P<ae>[^@\\]{1,16})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\[\]]+):(?P<port>\d{1,5})$"
 )
+# pynetdicom 3.0.4's requestor can lose a response on back-to-back requests: its reactor
+# thread, woken when one request ends, may take the next response off the queue before it
+# pauses again. Yielding a moment before each C-STORE lets it pause first.
+REACTOR_SETTLE = 0.002
 STORE_WARNINGS = {0xB000, 0xB006, 0xB007}  # coercion, elements discarded, dataset mismatch
 
 # CID 9301 Modality PPS Discontinuation Reason (PS3.16), DCM codes.
@@ -457,6 +462,7 @@ def store_series(assoc: Association, settings: Settings, item: Dataset, step: Pe
     for index in range(1, stored.plan.images + 1):
         image = image_dataset(item, step, stored.plan, index, new_uid(settings.uid_root),
                               datetime.now(settings.zone))  # fmt: skip
+        time.sleep(REACTOR_SETTLE)
         status = assoc.send_c_store(image)
         what = f"C-STORE of image {index} of series {stored.plan.number}"
         code = check_status(status, what, settings.store_to)
