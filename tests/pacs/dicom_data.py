@@ -61,6 +61,8 @@ def make_dataset(
     ds.PixelData = pixels.tobytes()
     for keyword, value in extra.items():
         setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()  # what a pynetdicom SCU needs to pick the context
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
 
 
