@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,10 +51,6 @@ ACSE_TIMEOUT, DIMSE_TIMEOUT, NETWORK_TIMEOUT = 30, 60, 60
 PEER_PATTERN = re.compile(
     r"^(?P<ae>[^@\\]{1,16})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\[\]]+):(?P<port>\d{1,5})$"
 )
-# pynetdicom 3.0.4's requestor can lose a response on back-to-back requests: its reactor
-# thread, woken when one request ends, may take the next response off the queue before it
-# pauses again. Yielding a moment before each C-STORE lets it pause first.
-REACTOR_SETTLE = 0.002
 STORE_WARNINGS = {0xB000, 0xB006, 0xB007}  # coercion, elements discarded, dataset mismatch
 
 # CID 9301 Modality PPS Discontinuation Reason (PS3.16), DCM codes.
@@ -193,6 +188,20 @@ def _refusal(assoc: Association, peer: Peer, what: str, rejection: list[A_ASSOCI
         names = ", ".join(sorted({str(cx.abstract_syntax.name) for cx in assoc.rejected_contexts}))
         return f"{peer} accepted the association but not {names}: it offers no {what} service"
     return f"{peer} aborted the {what} association (is it a DICOM peer? check host and port)"
+
+
+def park_reactor(assoc: Association) -> None:
+    """Before a request that follows another on the same association: make pynetdicom wait
+    until its reactor thread is really paused.
+
+    pynetdicom 3.0.4 pauses the requestor's reactor for each request, but trusts a flag the
+    reactor set before the previous request ended: a reactor woken by that end and not yet
+    scheduled passes for paused, then takes one response off the queue ("Received
+    unexpected ... service message") and that response is lost. Clearing the flag makes the
+    request wait for the reactor to pause again (kill() sets it, so a dead one cannot hang).
+    """
+    if assoc.is_established:
+        assoc._is_paused = False
 
 
 def check_status(status: Dataset, what: str, peer: Peer) -> int:
@@ -462,7 +471,7 @@ def store_series(assoc: Association, settings: Settings, item: Dataset, step: Pe
     for index in range(1, stored.plan.images + 1):
         image = image_dataset(item, step, stored.plan, index, new_uid(settings.uid_root),
                               datetime.now(settings.zone))  # fmt: skip
-        time.sleep(REACTOR_SETTLE)
+        park_reactor(assoc)
         status = assoc.send_c_store(image)
         what = f"C-STORE of image {index} of series {stored.plan.number}"
         code = check_status(status, what, settings.store_to)
