@@ -21,16 +21,14 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from flask import Flask
-from pydicom import config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName as DicomPersonName
 from sqlalchemy import Boolean, Row, Select, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -38,6 +36,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from ris.dicom_encode import Element, to_dataset
 from ris.dicom_match import (
     Choice,
     Date,
@@ -242,8 +241,19 @@ def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQ
     )  # fmt: skip
 
 
+class Answer(NamedTuple):
+    """One worklist item as elements (ris.dicom_encode), and the character set they take."""
+
+    charset: str  # its Specific Character Set, also among the elements
+    elements: list[Element]
+
+    def dataset(self) -> Dataset:
+        return to_dataset(self.elements)
+
+
 class WorklistItems:
-    """The response identifiers of a query, built as the modality takes them.
+    """The response identifiers of a query, built as the modality takes them: iterated,
+    pydicom Datasets; :meth:`answers`, the same items as elements, for encoders.
 
     ``truncated`` becomes True when more steps matched than the answer limit allows.
     """
@@ -252,6 +262,9 @@ class WorklistItems:
         self.db, self.query, self.truncated = db, query, False
 
     def __iter__(self) -> Iterator[Dataset]:
+        return (item.dataset() for item in self.answers())
+
+    def answers(self) -> Iterator[Answer]:
         query, limit = self.query, self.query.options.max_answers
         rows = self.db.execute(query.statement.execution_options(yield_per=100))
         try:
@@ -329,12 +342,11 @@ def _allergies(row: Row[Any], zone: ZoneInfo) -> list[str]:
     return contrast + _lines(row.allergies)
 
 
-def _code_item(row: Row[Any], zone: ZoneInfo) -> list[Dataset]:
-    item = Dataset()
-    item.CodeValue = _text(row.code, SH)
-    item.CodingSchemeDesignator = CODING_SCHEMES.get(row.code_system.upper(), row.code_system)
-    item.CodeMeaning = _text(row.code_meaning)
-    return [item]
+def _code_item(row: Row[Any], zone: ZoneInfo) -> list[list[Element]]:
+    scheme = CODING_SCHEMES.get(row.code_system.upper(), row.code_system)
+    return [[Element(0x00080100, "SH", _text(row.code, SH)),  # Code Value
+             Element(0x00080102, "SH", scheme),  # Coding Scheme Designator
+             Element(0x00080104, "LO", _text(row.code_meaning))]]  # Code Meaning  # fmt: skip
 
 
 def _enum(value: Any) -> Any:
@@ -379,7 +391,7 @@ STEP_LEVEL: dict[str, Provider] = {
     "ScheduledProcedureStepLocation": lambda r, z: _text(r.room_code, SH),
     "ScheduledProcedureStepStatus": lambda r, z: STEP_STATUS.get(r.status),
 }
-Filler = Callable[[Row[Any], ZoneInfo], DataElement]
+Filler = Callable[[Row[Any], ZoneInfo], Element]
 """Builds one element of a response from a row; a request is compiled into a list of them."""
 
 
@@ -388,19 +400,16 @@ def compile_response(request: Dataset) -> tuple[Filler, ...]:
     return _fillers(request, TOP_LEVEL)
 
 
-def answer(query: WorklistQuery, row: Row[Any]) -> Dataset:
+def answer(query: WorklistQuery, row: Row[Any]) -> Answer:
     """The response identifier for one row: every requested key, in the request's shape."""
-    response = _build(query.fillers, row, query.options.zone)
-    charset = LATIN1 if query.wants_latin1 and _fits_latin1(response) else UTF8
-    response.add(DataElement(0x00080005, "CS", charset))
-    return response
+    elements = _build(query.fillers, row, query.options.zone)
+    charset = LATIN1 if query.wants_latin1 and _fits_latin1(elements) else UTF8
+    elements.append(Element(0x00080005, "CS", charset))
+    return Answer(charset, elements)
 
 
-def _build(fillers: tuple[Filler, ...], row: Row[Any], zone: ZoneInfo) -> Dataset:
-    response = Dataset()
-    for fill in fillers:
-        response.add(fill(row, zone))
-    return response
+def _build(fillers: tuple[Filler, ...], row: Row[Any], zone: ZoneInfo) -> list[Element]:
+    return [fill(row, zone) for fill in fillers]
 
 
 def _fillers(request: Dataset, table: dict[str, Provider]) -> tuple[Filler, ...]:
@@ -436,47 +445,49 @@ def _requested_item(element: DataElement) -> Dataset | None:
 
 
 def _sequence_filler(tag: int, fillers: tuple[Filler, ...]) -> Filler:
-    return lambda row, zone: DataElement(tag, "SQ", [_build(fillers, row, zone)])
+    return lambda row, zone: Element(tag, "SQ", [_build(fillers, row, zone)])
 
 
 def _value_filler(tag: int, provide: Provider, wanted: Dataset | None) -> Filler:
     vr = dictionary_VR(tag)
+    keys = [(element.tag, _one_vr(element.VR)) for element in wanted] if wanted else None
 
-    def fill(row: Row[Any], zone: ZoneInfo) -> DataElement:
+    def fill(row: Row[Any], zone: ZoneInfo) -> Element:
         value = provide(row, zone)
-        if wanted is not None:  # item keys asked for inside a code sequence: exactly those
-            value = [_only(item, wanted) for item in value]
-        return DataElement(tag, vr, value, validation_mode=config.IGNORE)  # our values: valid
+        if keys is not None:  # item keys asked for inside a code sequence: exactly those
+            value = [_only(item, keys) for item in value]
+        return Element(tag, vr, value)
 
     return fill
 
 
 def _empty_filler(tag: int, vr: str) -> Filler:
     """A key Placa knows nothing about: answered empty (zero length)."""
-    return lambda row, zone: DataElement(tag, vr, [] if vr == "SQ" else None)
+    empty = Element(tag, _one_vr(vr), [] if vr == "SQ" else None)
+    return lambda row, zone: empty
 
 
-def _only(item: Dataset, wanted: Dataset) -> Dataset:
-    answer_item = Dataset()
-    for element in wanted:
-        if element.tag in item:
-            answer_item.add(item[element.tag])
-        else:
-            answer_item.add(DataElement(element.tag, element.VR, None))
-    return answer_item
+def _one_vr(vr: str) -> str:
+    """A dictionary's "US or SS" (a VR that depends on other attributes): the first."""
+    return vr.split(" or ")[0]
 
 
-def _fits_latin1(dataset: Dataset) -> bool:
-    for element in dataset:
-        if element.VR == "SQ":
-            if not all(_fits_latin1(item) for item in element.value):
+def _only(item: list[Element], keys: list[tuple[int, str]]) -> list[Element]:
+    present = {element.tag: element for element in item}
+    return [present.get(tag) or Element(tag, vr, None) for tag, vr in keys]
+
+
+def _fits_latin1(elements: list[Element]) -> bool:
+    for element in elements:
+        values = element.value if isinstance(element.value, list | tuple) else [element.value]
+        if element.vr == "SQ":
+            if not all(_fits_latin1(item) for item in values):
                 return False
             continue
-        values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
         for value in values:
-            if isinstance(value, str | DicomPersonName):
+            if isinstance(value, str):
                 try:
-                    str(value).encode("latin-1")
+                    value.encode("latin-1")
                 except UnicodeEncodeError:
                     return False
     return True

@@ -3,6 +3,10 @@
 The handler reads the request, then streams one Pending response per worklist item
 (0xFF01 instead of 0xFF00 when it ignored keys it does not match on), from a read-only
 session: on SQLite a modality reading a long worklist never holds the write lock.
+On implicit and explicit VR little endian contexts (what modalities propose) the items
+are encoded and sent as bytes by ris.dimse_stream, and only the final status goes
+through pynetdicom: its per-response path (pydicom encoding, command set) costs several
+times the rest of the answer. Other transfer syntaxes get pydicom Datasets as before.
 
 * C-CANCEL: checked before every response; answered 0xFE00 (Cancel).
 * Answer limit (PLACA_MWL_MAX_ANSWERS): the first N items, then Success, as modalities
@@ -29,8 +33,11 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ris.db import read_only
 from ris.dicom_door import DicomService
+from ris.dicom_encode import EncodeError
 from ris.dicom_match import MatchError
+from ris.dimse_stream import PendingResponses
 from worklist.mwl import (
+    Answer,
     WorklistOptions,
     find_worklist_items,
     plan_worklist_query,
@@ -73,18 +80,32 @@ def _answers(event: Event, app: Flask, calling_ae: str, request: Dataset) -> Ite
                         ", ".join(query.ignored))  # fmt: skip
         pending = PENDING_WITH_WARNING if query.ignored else PENDING
         items = find_worklist_items(db, query)
+        stream = PendingResponses.open(event, pending)
         count = 0
-        for item in items:
+        for item in items.answers():
             if event.is_cancelled:
                 logger.info("Worklist C-FIND from %s cancelled after %s items", calling_ae, count)
                 yield CANCEL, None
                 return
             count += 1
-            yield pending, item
+            if stream is None or not _streamed(stream, item):
+                yield pending, item.dataset()
+            if not event.assoc.is_established:
+                return  # aborted or released by the peer: nothing more to say
     logger.info("Worklist C-FIND from %s: %s items%s%s", calling_ae, count,
                 " (limit reached)" if items.truncated else "",
                 " (station routing)" if room_id is not None else "")  # fmt: skip
     yield SUCCESS, None
+
+
+def _streamed(stream: PendingResponses, item: Answer) -> bool:
+    """Send the item as bytes; False if it must go through pynetdicom (pydicom) instead."""
+    try:
+        stream.send(item.elements, item.charset)
+    except EncodeError:
+        logger.exception("Worklist item not encoded directly; sent through pydicom")
+        return False
+    return True
 
 
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
