@@ -61,9 +61,10 @@ def ae_add(name: str, host: str, port: int, description: str) -> None:
 def ae_list() -> None:
     """List the registered remote AEs."""
     with read_only(current_app) as db:
-        nodes = remote_aes.list_remote_aes(db)
-    for node in nodes:
-        click.echo(f"{node.ae_title}\t{node.host}:{node.port}\t{node.description}")
+        nodes = [(n.ae_title, n.host, n.port, n.description)
+                 for n in remote_aes.list_remote_aes(db)]  # fmt: skip
+    for ae_title, host, port, description in nodes:
+        click.echo(f"{ae_title}\t{host}:{port}\t{description}")
     if not nodes:
         click.echo("No remote AEs.")
 

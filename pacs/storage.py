@@ -341,15 +341,23 @@ def read_part10(data: bytes, calling_ae: str = "") -> Received:
         meta = _read_file_meta_info(stream)
     except Exception as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, f"unreadable file meta: {exc}") from None
-    syntax = clean_uid(meta.get("TransferSyntaxUID"))
+    syntax = _raw_uid(meta, 0x00020010)
     if not syntax:
         raise StoreRefused(CANNOT_UNDERSTAND, "the file meta names no transfer syntax")
     return Received(
         dataset=data[stream.tell():], transfer_syntax_uid=syntax,
-        sop_class_uid=clean_uid(meta.get("MediaStorageSOPClassUID")),
-        sop_instance_uid=clean_uid(meta.get("MediaStorageSOPInstanceUID")),
+        sop_class_uid=_raw_uid(meta, 0x00020002), sop_instance_uid=_raw_uid(meta, 0x00020003),
         calling_ae=calling_ae,
     )  # fmt: skip
+
+
+def _raw_uid(meta: FileMetaDataset, tag: int) -> str:
+    """A file meta UID as written, unvalidated (read_index_header validates what matters)."""
+    element = meta.get_item(tag) if tag in meta else None
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes):
+        return clean_uid(value.decode("ascii", "replace"))
+    return clean_uid(value)
 
 
 # ------------------------------------------------------------------------- files
