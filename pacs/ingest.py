@@ -4,8 +4,9 @@ Each C-STORE is handled on its association's thread: the header is parsed (up to
 attribute the index reads, never the pixel data), the file written and fsynced there,
 concurrently with the other associations (hashing, writing and fsync release the GIL).
 The index rows then go to one **group commit**: a single writer thread takes every row
-waiting, from every association, applies each in its own savepoint and commits them in
-one transaction. Each association's Success is sent only after the commit that holds its
+waiting, from every association, fsyncs each folder the batch's files were renamed into
+(once per folder, however many files), applies each row in its own savepoint and commits
+them in one transaction. Each association's Success is sent only after the commit that holds its
 row; with one association this is a commit per instance, with several the commit (and its
 fsync) is shared.
 
@@ -15,6 +16,7 @@ and is retried; a commit that fails fails every row it held, and their new files
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -39,6 +41,7 @@ from pacs.storage import (
     discard_file,
     index_instance,
     read_index_header,
+    sync_folder,
     write_file,
 )
 from ris.db import read_only, transaction
@@ -54,6 +57,7 @@ T = TypeVar("T")
 @dataclass
 class _Job(Generic[T]):
     work: Callable[[Session], T]
+    sync: Callable[[], None] | None = None  # makes the job's file durable (its folder)
     done: threading.Event = field(default_factory=threading.Event)
     result: T | None = None
     error: BaseException | None = None
@@ -70,10 +74,13 @@ class IndexWriter:
         self.commits = 0  # for the benchmark and the tests: rows / commits is the batch size
         self.rows = 0
 
-    def submit(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in the next group transaction; return once it is committed."""
+    def submit(self, work: Callable[[Session], T], sync: Callable[[], None] | None = None) -> T:
+        """Run ``work`` in the next group transaction; return once it is committed.
+
+        ``sync`` runs before the commit (once per distinct callable key in the batch: the
+        folder fsyncs of every file the batch indexes)."""
         self._start()
-        job: _Job[T] = _Job(work)
+        job: _Job[T] = _Job(work, sync)
         self._queue.put(job)  # type: ignore[arg-type]
         job.done.wait()
         if job.error is not None:
@@ -102,6 +109,7 @@ class IndexWriter:
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
+            self._sync(batch)
             with transaction(self.app) as db:
                 for job in batch:
                     try:
@@ -118,6 +126,12 @@ class IndexWriter:
         finally:
             for job in batch:
                 job.done.set()
+
+    @staticmethod
+    def _sync(batch: list[_Job]) -> None:
+        """The durability step before the commit, once per folder for the whole batch."""
+        for sync in dict.fromkeys(job.sync for job in batch if job.sync is not None):
+            sync()
 
 
 def index_writer(app: Flask) -> IndexWriter:
@@ -137,7 +151,7 @@ def ingest(app: Flask, received: Received) -> StoreResult:
     Raises StoreRefused with the status to answer; nothing is left behind on a refusal."""
     header = read_index_header(received)
     root = archive_root(app.config["DATA_DIR"])
-    stored = write_file(root, received, header)
+    stored = write_file(root, received, header, sync_folder=False)
     zone = site_of(app).zone
     duplicates = Duplicates(app.config["ARCHIVE_DUPLICATES"])
 
@@ -148,18 +162,36 @@ def ingest(app: Flask, received: Received) -> StoreResult:
         )  # fmt: skip
 
     writer = index_writer(app)
+    sync = _folder_sync(root, stored.path)
     for attempt in range(1, RETRIES + 1):
         try:
-            result = writer.submit(work)
+            result = writer.submit(work, sync)
             break
         except IntegrityError as exc:  # another association created the same row first
             if attempt == RETRIES:
                 return _failed(app, root, stored.path, exc)
+        except StoreRefused:  # the folder could not be made durable
+            discard_file(root, stored.path)
+            raise
         except Exception as exc:
             return _failed(app, root, stored.path, exc)
     if result.obsolete_path:
         discard_file(root, result.obsolete_path)
     return result
+
+
+_SYNCS: dict[Path, Callable[[], None]] = {}
+
+
+def _folder_sync(root: Path, relative: str) -> Callable[[], None]:
+    """One callable per folder, so a batch fsyncs each folder once whatever its size."""
+    folder = (root / relative).parent
+    sync = _SYNCS.get(folder)
+    if sync is None:
+        if len(_SYNCS) > 4096:  # folders of series long finished
+            _SYNCS.clear()
+        sync = _SYNCS.setdefault(folder, functools.partial(sync_folder, root, relative))
+    return sync
 
 
 def _failed(app: Flask, root: Path, path: str, exc: BaseException) -> StoreResult:

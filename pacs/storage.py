@@ -43,7 +43,6 @@ from zoneinfo import ZoneInfo
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, data_element_generator
-from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from sqlalchemy import func, insert, select, update
@@ -241,7 +240,7 @@ def read_index_header(received: Received) -> Header:
     ds = parse_header(received)
     sop_class = clean_uid(ds.get("SOPClassUID"))
     sop_instance = clean_uid(ds.get("SOPInstanceUID"))
-    if not sop_class or sop_class != clean_uid(received.sop_class_uid):
+    if not valid_uid(sop_class) or sop_class != clean_uid(received.sop_class_uid):
         raise StoreRefused(DOES_NOT_MATCH_SOP_CLASS,
                            f"SOP Class UID {sop_class!r} is not the request's")  # fmt: skip
     if not valid_uid(sop_instance):
@@ -342,7 +341,7 @@ def read_part10(data: bytes, calling_ae: str = "") -> Received:
     except Exception as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, f"unreadable file meta: {exc}") from None
     syntax = _raw_uid(meta, 0x00020010)
-    if not syntax:
+    if not valid_uid(syntax):
         raise StoreRefused(CANNOT_UNDERSTAND, "the file meta names no transfer syntax")
     return Received(
         dataset=data[stream.tell():], transfer_syntax_uid=syntax,
@@ -378,27 +377,47 @@ def relative_path(header: Header, sha1: str) -> str:
 
 
 def file_meta_bytes(received: Received, header: Header) -> bytes:
-    """Preamble, "DICM" and the File Meta Information group for the received dataset."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = header.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = header.sop_instance_uid
-    meta.TransferSyntaxUID = received.transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if received.calling_ae:
-        meta.SourceApplicationEntityTitle = received.calling_ae[:16]
-    buffer = BytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return buffer.getvalue()
+    """Preamble, "DICM" and the File Meta Information group (PS3.10 7.1) for the received
+    dataset, encoded directly (Explicit VR Little Endian): it is on every store's path, and
+    pydicom's writer costs more than the rest of the header handling together."""
+    elements = [
+        _element(0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, b"UI", _padded(header.sop_class_uid, b"\x00")),
+        _element(0x0003, b"UI", _padded(header.sop_instance_uid, b"\x00")),
+        _element(0x0010, b"UI", _padded(received.transfer_syntax_uid, b"\x00")),
+        _element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00")),
+        _element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+    ]
+    calling_ae = "".join(ch for ch in received.calling_ae if 32 < ord(ch) < 127)[:16]
+    if calling_ae:
+        elements.append(_element(0x0016, b"AE", _padded(calling_ae, b" ")))
+    body = b"".join(elements)
+    group_length = _element(0x0000, b"UL", len(body).to_bytes(4, "little"))
+    return b"\x00" * 128 + b"DICM" + group_length + body
 
 
-def write_file(root: Path, received: Received, header: Header, sha1: str | None = None
-               ) -> StoredFile:  # fmt: skip
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    tag = (0x0002).to_bytes(2, "little") + element.to_bytes(2, "little")
+    if vr == b"OB":  # 2 reserved bytes and a 4-byte length
+        return tag + vr + b"\x00\x00" + len(value).to_bytes(4, "little") + value
+    return tag + vr + len(value).to_bytes(2, "little") + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    value = text.encode("ascii")
+    return value + pad if len(value) % 2 else value
+
+
+def write_file(
+    root: Path, received: Received, header: Header, sha1: str | None = None, *,
+    sync_folder: bool = True,
+) -> StoredFile:  # fmt: skip
     """Write the instance durably (temporary file, fsync, rename, fsync the folder).
 
-    ``sha1`` is the dataset's hash when the caller has it already. Raises
-    StoreRefused(0xA700) on any disk error, leaving nothing behind."""
+    ``sha1`` is the dataset's hash when the caller has it already. With ``sync_folder``
+    False the caller must fsync the folder (:func:`sync_folder`) before committing the row
+    (the group commit does it once per folder and batch). Raises StoreRefused(0xA700) on
+    any disk error, leaving nothing behind."""
     sha1 = sha1 or hashlib.sha1(received.dataset).hexdigest()
     relative = relative_path(header, sha1)
     final = root / relative
@@ -408,13 +427,23 @@ def write_file(root: Path, received: Received, header: Header, sha1: str | None 
         _ensure_folder(root, final.parent)
         _write_all(temporary, (meta, received.dataset))
         os.rename(temporary, final)
-        _fsync_folder(final.parent)
+        if sync_folder:
+            _fsync_folder(final.parent)
     except OSError as exc:
         _remove_quietly(temporary)
         logger.error("Cannot write %s: %s", relative, exc)
         reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or "I/O error")
         raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the file: {reason}") from exc
     return StoredFile(relative, len(meta) + len(received.dataset), sha1)
+
+
+def sync_folder(root: Path, relative: str) -> None:
+    """Make the renames into a file's folder durable; StoreRefused(0xA700) if it fails."""
+    try:
+        _fsync_folder((root / relative).parent)
+    except OSError as exc:
+        logger.error("Cannot fsync the folder of %s: %s", relative, exc)
+        raise StoreRefused(OUT_OF_RESOURCES, f"cannot sync the folder: {exc.strerror}") from exc
 
 
 def _write_all(path: Path, chunks: Iterable[bytes]) -> None:
