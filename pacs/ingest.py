@@ -111,7 +111,9 @@ class IndexWriter:
         try:
             self._sync(batch)
             with transaction(self.app) as db:
-                for job in batch:
+                if len(batch) == 1:  # alone in its transaction: no savepoint to pay for
+                    batch[0].result = batch[0].work(db)
+                for job in batch if len(batch) > 1 else ():
                     try:
                         with db.begin_nested():
                             job.result = job.work(db)
