@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from pacs.models import ArchivePatient, Study
@@ -23,6 +23,7 @@ from ris.audit import Actor
 from ris.db import utcnow
 from ris.errors import Conflict
 from ris.models import Patient, RequestedProcedure
+from ris.patients import MERGE_HOOKS
 
 logger = logging.getLogger(__name__)
 UNMATCHED_LIMIT = 200
@@ -100,3 +101,18 @@ def _drop_if_empty(db: Session, archive_patient_id: int) -> None:
         if empty is not None:
             db.delete(empty)
             db.flush()
+
+
+def _move_studies(db: Session, from_patient_id: int, to_patient_id: int) -> list[int]:
+    """A patient merge in the RIS moves the merged patient's studies with its orders."""
+    ids = list(db.scalars(select(Study.id).where(Study.ris_patient_id == from_patient_id)))
+    if ids:
+        db.execute(update(Study).where(Study.id.in_(ids)).values(ris_patient_id=to_patient_id))
+    return ids
+
+
+def _undo_move_studies(db: Session, ids: list[int], back_to_patient_id: int) -> None:
+    db.execute(update(Study).where(Study.id.in_(ids)).values(ris_patient_id=back_to_patient_id))
+
+
+MERGE_HOOKS["studies"] = (_move_studies, _undo_move_studies)

@@ -303,3 +303,22 @@ def test_the_door_path_groups_commits_and_answers_after_them(app: Flask) -> None
         assert study.number_of_study_related_instances == 24
         assert study.number_of_study_related_series == 24
     assert len(files(app)) == 24
+
+
+def test_a_patient_merge_moves_the_linked_studies_and_undo_brings_them_back(app: Flask) -> None:
+    from ris import patients
+
+    desk = FrontDesk(app)
+    with transaction(app) as db:
+        merged = desk.patient(db, family="Duplicate")
+        surviving = desk.patient(db, family="Kept")
+        exam = desk.exam(db, merged, desk.code(db))
+        accession, merged_id, surviving_id = exam.accession_number, merged.id, surviving.id
+    store(app, received(make_dataset(accession=accession)))
+    actor = Actor.system("test")
+    with transaction(app) as db:
+        record = patients.merge_patients(db, actor, db.get(type(surviving), surviving_id),
+                                         db.get(type(merged), merged_id))  # fmt: skip
+        assert db.scalar(select(Study.ris_patient_id)) == surviving_id
+        patients.undo_merge(db, actor, record)
+        assert db.scalar(select(Study.ris_patient_id)) == merged_id
