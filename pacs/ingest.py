@@ -41,6 +41,7 @@ from pacs.storage import (
     discard_file,
     index_instance,
     read_index_header,
+    sweep_temporary_files,
     sync_folder,
     write_file,
 )
@@ -96,6 +97,10 @@ class IndexWriter:
                     target=self._run, name="placa-index-writer", daemon=True
                 )
                 self._thread.start()
+                # What a killed process left half-written, swept once per process, aside.
+                root = archive_root(self.app.config["DATA_DIR"])
+                threading.Thread(target=sweep_temporary_files, args=(root,),
+                                 name="placa-archive-sweep", daemon=True).start()  # fmt: skip
 
     def _run(self) -> None:
         while True:

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import secrets
+import time as time_module
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -494,6 +495,30 @@ def _remove_quietly(path: Path) -> None:
         pass
     except OSError as exc:
         logger.error("Cannot remove %s: %s", path, exc)
+
+
+TEMPORARY_MAX_AGE = 600  # seconds: a write takes milliseconds; an older one was abandoned
+
+
+def sweep_temporary_files(root: Path, max_age: float = TEMPORARY_MAX_AGE) -> int:
+    """Remove temporary files a killed process left (never a renamed, final file)."""
+    if not root.is_dir():
+        return 0
+    limit = time_module.time() - max_age
+    removed = 0
+    try:
+        for path in root.rglob(".*.tmp"):
+            try:
+                if path.is_file() and path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+            except OSError as exc:
+                logger.warning("Cannot remove the abandoned %s: %s", path, exc)
+    except OSError as exc:  # the folder changed under the walk: the next start sweeps again
+        logger.warning("Archive sweep stopped: %s", exc)
+    if removed:
+        logger.warning("Removed %d abandoned temporary files from the archive", removed)
+    return removed
 
 
 def discard_file(root: Path, relative: str) -> None:

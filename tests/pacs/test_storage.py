@@ -322,3 +322,20 @@ def test_a_patient_merge_moves_the_linked_studies_and_undo_brings_them_back(app:
         assert db.scalar(select(Study.ris_patient_id)) == surviving_id
         patients.undo_merge(db, actor, record)
         assert db.scalar(select(Study.ris_patient_id)) == merged_id
+
+
+def test_abandoned_temporary_files_are_swept_and_final_files_kept(app: Flask) -> None:
+    import os
+    import time
+
+    store(app, received(make_dataset()))
+    [final] = files(app)
+    old = final.with_name(f".{final.name}.dead.tmp")
+    fresh = final.with_name(f".{final.name}.busy.tmp")
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    os.utime(final, (an_hour_ago, an_hour_ago))
+    assert storage.sweep_temporary_files(root_of(app)) == 1
+    assert files(app) == sorted([final, fresh])
