@@ -209,3 +209,31 @@ def test_without_the_whitelist_any_calling_ae_is_accepted(door: Running, tmp_pat
     assert dcmread(stored_path, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle == (
         "ANYONE"
     )
+
+
+def test_jpeg_2000_is_stored_as_received(door: Running) -> None:
+    """DCMTK cannot encode JPEG 2000 here; a pynetdicom SCU sends an encapsulated frame
+    (the archive never decodes pixel data, so any codestream stands for a real one)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage
+
+    from ris.dicom_door import set_nodelay
+    from tests.pacs.dicom_data import encode
+
+    j2k = make_dataset(rows=64)
+    j2k.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(200)) + b"\xff\xd9"])
+    j2k["PixelData"].VR = "OB"
+    j2k.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    scu = AE(ae_title="J2KSCU")
+    scu.add_requested_context(CTImageStorage, JPEG2000Lossless)
+    assoc = scu.associate(*door.address, ae_title="PLACA",
+                          evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)])  # fmt: skip
+    assert assoc.is_established
+    assert int(assoc.send_c_store(j2k).Status) == 0x0000
+    assoc.release()
+    [(stored_path, syntax)] = stored_datasets(door.app).values()
+    assert syntax == JPEG2000Lossless
+    j2k.set_original_encoding(False, True)
+    assert dataset_part(stored_path) == encode(j2k, ExplicitVRLittleEndian)
