@@ -339,3 +339,17 @@ def test_abandoned_temporary_files_are_swept_and_final_files_kept(app: Flask) ->
     os.utime(final, (an_hour_ago, an_hour_ago))
     assert storage.sweep_temporary_files(root_of(app)) == 1
     assert files(app) == sorted([final, fresh])
+
+
+def test_the_door_path_replaces_when_set_to(app: Flask) -> None:
+    app.config["ARCHIVE_DUPLICATES"] = "replace"
+    ds = make_dataset()
+    ingest(app, received(ds))
+    ds.SeriesDescription = "SECOND"
+    second = received(ds)
+    assert ingest(app, second).outcome is Outcome.REPLACED
+    [path] = files(app)
+    assert dataset_part(path) == second.dataset
+    with transaction(app) as db:
+        assert db.scalar(select(Study.number_of_study_related_instances)) == 1
+        assert db.scalar(select(Instance.path)) == path.relative_to(root_of(app)).as_posix()
