@@ -33,18 +33,20 @@ from worklist.simulate import (
     Peer,
     Settings,
     SimulationError,
-    StoredSeries,
     associated,
     choose_steps,
-    discontinuation_reason,
-    mpps_final,
-    mpps_in_progress,
     parse_peer,
     performed_step,
     series_plans,
     worklist_query,
 )
 from worklist.simulate_images import image_dataset
+from worklist.simulate_mpps import (
+    StoredSeries,
+    discontinuation_reason,
+    mpps_final,
+    mpps_in_progress,
+)
 
 ZONE = ZoneInfo("Europe/Madrid")
 PLACA = Peer("PLACA", "127.0.0.1", 11112)
