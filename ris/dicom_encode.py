@@ -17,6 +17,7 @@ UT and PN, PS3.5 6.1.2.3; the other text VRs hold the default repertoire, the sa
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -71,13 +72,17 @@ def _encode_items(elements: Iterable[Element], explicit_vr: bool, codec: str) ->
             body = b"".join(_item_bytes(item, explicit_vr, codec) for item in value or ())
         else:
             body = _value_bytes(vr, value, codec)
-        parts.append(_header(tag, vr, len(body), explicit_vr))
+        prefix, length_format = _prefix(tag, vr, explicit_vr)
+        try:
+            parts.append(prefix + struct.pack(length_format, len(body)))
+        except struct.error as error:  # over 64 KiB in a 2-byte length
+            raise EncodeError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}: too long") from error
         parts.append(body)
     return parts
 
 
 def _tag_of(element: Element) -> int:
-    return element.tag
+    return int(element.tag)
 
 
 def _item_bytes(item: Item, explicit_vr: bool, codec: str) -> bytes:
@@ -85,15 +90,15 @@ def _item_bytes(item: Item, explicit_vr: bool, codec: str) -> bytes:
     return ITEM_TAG + struct.pack("<I", len(content)) + content
 
 
-def _header(tag: int, vr: str, length: int, explicit_vr: bool) -> bytes:
+@lru_cache(maxsize=4096)
+def _prefix(tag: int, vr: str, explicit_vr: bool) -> tuple[bytes, str]:
+    """An element's header before its length, and the length's format (PS3.5 7.1)."""
     group_element = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if not explicit_vr:
-        return group_element + struct.pack("<I", length)
+        return group_element, "<I"
     if vr in LONG_LENGTH_VRS:
-        return group_element + vr.encode("ascii") + b"\x00\x00" + struct.pack("<I", length)
-    if length > 0xFFFF:
-        raise EncodeError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}: {length} bytes")
-    return group_element + vr.encode("ascii") + struct.pack("<H", length)
+        return group_element + vr.encode("ascii") + b"\x00\x00", "<I"
+    return group_element + vr.encode("ascii"), "<H"
 
 
 def _values(value: Any) -> list[Any]:

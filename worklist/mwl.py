@@ -420,11 +420,11 @@ def _fillers(request: Dataset, table: dict[str, Provider]) -> tuple[Filler, ...]
             continue
         keyword = element.keyword
         if keyword == SPS_SEQUENCE and table is TOP_LEVEL:
-            fillers.append(_sequence_filler(tag, _step_fillers(element)))
+            fillers.append(_sequence_filler(int(tag), _step_fillers(element)))
         elif keyword in table:
-            fillers.append(_value_filler(tag, table[keyword], _requested_item(element)))
+            fillers.append(_value_filler(int(tag), table[keyword], _requested_item(element)))
         else:
-            fillers.append(_empty_filler(tag, element.VR))
+            fillers.append(_empty_filler(int(tag), element.VR))
     return tuple(fillers)
 
 
@@ -450,7 +450,7 @@ def _sequence_filler(tag: int, fillers: tuple[Filler, ...]) -> Filler:
 
 def _value_filler(tag: int, provide: Provider, wanted: Dataset | None) -> Filler:
     vr = dictionary_VR(tag)
-    keys = [(element.tag, _one_vr(element.VR)) for element in wanted] if wanted else None
+    keys = [(int(element.tag), _one_vr(element.VR)) for element in wanted] if wanted else None
 
     def fill(row: Row[Any], zone: ZoneInfo) -> Element:
         value = provide(row, zone)
