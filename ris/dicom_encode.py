@@ -17,8 +17,8 @@ UT and PN, PS3.5 6.1.2.3; the other text VRs hold the default repertoire, the sa
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydicom import config
