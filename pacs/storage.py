@@ -46,7 +46,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, data_element_generator
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from pacs.models import ArchivePatient, Instance, Series, Study
@@ -542,16 +542,34 @@ def find_instance(db: Session, sop_instance_uid: str) -> tuple[int, str] | None:
     return (row[0], row[1]) if row else None
 
 
+# The hot path's statements, built once (SQLAlchemy then only binds values) and run on the
+# session's connection: for an instance of a known series they are all a store costs.
+_INSTANCE_BY_UID = select(Instance.id, Instance.path, Instance.series_fk).where(
+    Instance.sop_instance_uid == bindparam("uid")
+)
+_SERIES_BY_UID = select(Series.study_fk, Series.id).where(
+    Series.series_instance_uid == bindparam("uid")
+)
+_INSERT_INSTANCE = insert(Instance).returning(Instance.id)
+_COUNT_IN_SERIES = (
+    update(Series).where(Series.id == bindparam("series_id"))
+    .values(number_of_series_related_instances=Series.number_of_series_related_instances + 1)
+)  # fmt: skip
+_COUNT_IN_STUDY = (
+    update(Study).where(Study.id == bindparam("study_row"))
+    .values(number_of_study_related_instances=Study.number_of_study_related_instances + 1,
+            updated_at=bindparam("now"))
+)  # fmt: skip
+
+
 def index_instance(
     db: Session, header: Header, stored: StoredFile, *, transfer_syntax_uid: str,
     calling_ae: str, zone: ZoneInfo, duplicates: Duplicates,
 ) -> StoreResult:  # fmt: skip
     """Add (or replace) the instance's row, creating its patient, study and series as needed,
     and keep the counts right. Flushes; the caller commits, then answers."""
-    existing = db.execute(
-        select(Instance.id, Instance.path, Instance.series_fk)
-        .where(Instance.sop_instance_uid == header.sop_instance_uid)
-    ).first()  # fmt: skip
+    connection = db.connection()
+    existing = connection.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
     if existing is not None and duplicates is Duplicates.KEEP:
         series_study = db.scalar(select(Series.study_fk).where(Series.id == existing[2]))
         # Another association stored it first: this copy's file, if another, is not kept.
@@ -566,10 +584,9 @@ def index_instance(
         calling_ae=calling_ae[:16],
     )  # fmt: skip
     if existing is None:
-        instance_id = db.execute(
-            insert(Instance).values(sop_instance_uid=header.sop_instance_uid, **values)
-            .returning(Instance.id)
-        ).scalar_one()  # fmt: skip
+        instance_id = connection.execute(
+            _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
+        ).scalar_one()
         _count_new_instance(db, study_id, series_id, new_series)
         return StoreResult(Outcome.STORED, instance_id, study_id, new_study)
     old_id, old_path, old_series = existing
@@ -588,17 +605,9 @@ def _count_new_instance(db: Session, study_id: int, series_id: int, new_series: 
     if new_series:
         recount_study(db, study_id)  # series count and ModalitiesInStudy change too
         return
-    db.execute(
-        update(Series).where(Series.id == series_id).values(
-            number_of_series_related_instances=Series.number_of_series_related_instances + 1
-        )
-    )  # fmt: skip
-    db.execute(
-        update(Study).where(Study.id == study_id).values(
-            number_of_study_related_instances=Study.number_of_study_related_instances + 1,
-            updated_at=utcnow(),
-        )
-    )  # fmt: skip
+    connection = db.connection()
+    connection.execute(_COUNT_IN_SERIES, {"series_id": series_id})
+    connection.execute(_COUNT_IN_STUDY, {"study_row": study_id, "now": utcnow()})
 
 
 def recount_series(db: Session, series_id: int) -> None:
@@ -635,10 +644,7 @@ def _series_for(
     db: Session, header: Header, zone: ZoneInfo, calling_ae: str
 ) -> tuple[int, int, bool, bool]:
     """(study id, series id, study is new, series is new), creating what is missing."""
-    row = db.execute(
-        select(Series.study_fk, Series.id)
-        .where(Series.series_instance_uid == header.series_instance_uid)
-    ).first()  # fmt: skip
+    row = db.connection().execute(_SERIES_BY_UID, {"uid": header.series_instance_uid}).first()
     if row is not None:
         return int(row[0]), int(row[1]), False, False
     study_id, new_study = _study_for(db, header, zone, calling_ae)
