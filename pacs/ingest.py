@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from flask import Flask
 from sqlalchemy import select
@@ -176,12 +176,13 @@ def ingest(app: Flask, received: Received) -> StoreResult:
             break
         except IntegrityError as exc:  # another association created the same row first
             if attempt == RETRIES:
-                return _failed(app, root, stored.path, exc)
+                _failed(app, root, stored.path, exc)
         except StoreRefused:  # the folder could not be made durable
-            discard_file(root, stored.path)
+            if not _indexed(app, stored.path):
+                discard_file(root, stored.path)
             raise
         except Exception as exc:
-            return _failed(app, root, stored.path, exc)
+            _failed(app, root, stored.path, exc)
     if result.obsolete_path:
         discard_file(root, result.obsolete_path)
     return result
@@ -201,7 +202,7 @@ def _folder_sync(root: Path, relative: str) -> Callable[[], None]:
     return sync
 
 
-def _failed(app: Flask, root: Path, path: str, exc: BaseException) -> StoreResult:
+def _failed(app: Flask, root: Path, path: str, exc: BaseException) -> NoReturn:
     logger.error("Index of %s failed, file removed: %s", path, exc)
     if not _indexed(app, path):
         discard_file(root, path)

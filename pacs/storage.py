@@ -772,9 +772,9 @@ def store_instance(
     except Exception:
         discard_file(root, stored.path)
         raise
-    return replace(
-        result, written_path=stored.path if result.obsolete_path != stored.path else None
-    )
+    if result.outcome is Outcome.ALREADY_PRESENT:  # a committed row may share the file
+        return result
+    return replace(result, written_path=stored.path)
 
 
 def _study_of(db: Session, instance_id: int) -> int:
