@@ -148,7 +148,8 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(String(UID))
     path: Mapped[str] = mapped_column(String(400), unique=True)  # relative to archive/
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-1 of the dataset as received (without the file meta): a checksum, not a seal.
+    sha1: Mapped[str] = mapped_column(String(40))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     series: Mapped[Series] = relationship()

@@ -580,7 +580,7 @@ def index_instance(
     values = dict(
         series_fk=series_id, sop_class_uid=header.sop_class_uid,
         instance_number=header.instance_number, transfer_syntax_uid=transfer_syntax_uid,
-        path=stored.path, size=stored.size, sha256=stored.sha1, received_at=utcnow(),
+        path=stored.path, size=stored.size, sha1=stored.sha1, received_at=utcnow(),
         calling_ae=calling_ae[:16],
     )  # fmt: skip
     if existing is None:

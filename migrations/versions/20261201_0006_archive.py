@@ -120,7 +120,7 @@ def upgrade() -> None:
     sa.Column('transfer_syntax_uid', sa.String(length=64), nullable=False),
     sa.Column('path', sa.String(length=400), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
-    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('sha1', sa.String(length=40), nullable=False),
     sa.Column('received_at', ris.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('calling_ae', sa.String(length=16), nullable=False),
     sa.ForeignKeyConstraint(['series_fk'], ['series.id'], name=op.f('fk_instances_series_fk_series'), ondelete='CASCADE'),

@@ -194,7 +194,7 @@ def test_a_killed_process_keeps_every_acknowledged_instance(
         app = build_app(tmp_path, database_url)
         root = storage.archive_root(app.config["DATA_DIR"])
         with transaction(app) as db:
-            columns = select(Instance.sop_instance_uid, Instance.path, Instance.sha256)
+            columns = select(Instance.sop_instance_uid, Instance.path, Instance.sha1)
             indexed = {uid: (path, sha) for uid, path, sha in db.execute(columns)}
             study_row = db.scalar(select(Study))
             assert study_row.number_of_study_related_instances == len(indexed)
