@@ -92,9 +92,11 @@ def _answers(event: Event, app: Flask, calling_ae: str, request: Dataset) -> Ite
                 yield pending, item.dataset()
             if not event.assoc.is_established:
                 return  # aborted or released by the peer: nothing more to say
-    logger.info("Worklist C-FIND from %s: %s items%s%s", calling_ae, count,
+    logger.info("Worklist C-FIND from %s: %s items%s%s, %s", calling_ae, count,
                 " (limit reached)" if items.truncated else "",
-                " (station routing)" if room_id is not None else "")  # fmt: skip
+                " (station routing)" if room_id is not None else "",
+                "streamed" if stream else f"through pydicom ({event.context.transfer_syntax})",
+                )  # fmt: skip
     yield SUCCESS, None
 
 
