@@ -2,7 +2,9 @@
 
 :func:`plan_worklist_query` reads a C-FIND identifier into one SQL statement (the matching
 rules are ris.dicom_match's); :func:`find_worklist_items` runs it and yields one response
-identifier per scheduled procedure step, as it reads the rows.
+identifier per scheduled procedure step, as it reads the rows: a pydicom Dataset, or the
+same item as ris.dicom_encode elements (:meth:`WorklistItems.answers`), which the SCP
+encodes to bytes itself. One set of fillers (:func:`compile_response`) builds both.
 
 A worklist item is an exam (requested procedure) whose status is one of the configured
 ones (scheduled and arrived by default), with its current step (the latest booking: an
