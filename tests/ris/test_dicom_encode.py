@@ -15,7 +15,8 @@ from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import PersonName
-from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_messages import C_FIND_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -204,3 +205,17 @@ def test_messages_are_cut_to_the_peers_maximum_pdu_length(max_length: int) -> No
 def test_a_maximum_too_small_for_any_fragment_is_refused() -> None:
     with pytest.raises(ValueError, match="holds no fragment"):
         message_pdvs(1, b"\0\0", b"\0\0", 7)
+
+
+@pytest.mark.parametrize("status", [0xFF00, 0xFF01])
+def test_the_command_set_is_the_one_pynetdicom_would_send(status: int) -> None:
+    response = C_FIND()
+    response.MessageIDBeingRespondedTo = 65535
+    response.AffectedSOPClassUID = WORKLIST_FIND
+    response.Status = status
+    response.Identifier = BytesIO(b"\x08\x00\x05\x00\x00\x00\x00\x00")
+    message = C_FIND_RSP()
+    message.primitive_to_message(response)
+    assert find_response_command(WORKLIST_FIND, 65535, status) == encode(
+        message.command_set, True, True
+    )
