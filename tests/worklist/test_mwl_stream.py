@@ -186,3 +186,18 @@ def test_c_cancel_stops_the_stream(busy: Worklist, monkeypatch: pytest.MonkeyPat
     assert statuses[-1] == 0xFE00 and set(statuses[:-1]) == {0xFF00}
     assert 3 <= len(items) < ITEMS
     assert [normalized(item) for item in items] == expected(busy)[: len(items)]
+
+
+def test_ignored_keys_give_pending_with_warning_on_every_streamed_item(busy: Worklist) -> None:
+    scu = AE(ae_title="MODALITY")
+    scu.add_requested_context(ModalityWorklistInformationFind, [EXPLICIT])
+    assoc = scu.associate(*busy.door.address, ae_title="PLACA")
+    assert assoc.is_established
+    query = request()
+    query.PatientWeight = "70"  # Placa does not match on it: 0xFF01 (PS3.4 C.4.1.1.4)
+    try:
+        answers = list(assoc.send_c_find(query, ModalityWorklistInformationFind))
+    finally:
+        assoc.release()
+    assert [int(status.Status) for status, _ in answers] == [0xFF01] * ITEMS + [0x0000]
+    assert all(item.PatientWeight is None for _, item in answers[:-1])  # answered, empty
