@@ -22,7 +22,7 @@ from ris import audit
 from ris.audit import Actor
 from ris.db import utcnow
 from ris.errors import Conflict
-from ris.models import Patient, RequestedProcedure
+from ris.models import ExamStatus, Patient, RequestedProcedure
 from ris.patients import MERGE_HOOKS
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ def link_study(db: Session, actor: Actor, study: Study, exam: RequestedProcedure
     """Link an unmatched study to ``exam``: the index takes the exam's patient and accession."""
     if study.procedure_id is not None and study.procedure_id != exam.id:
         raise Conflict(str(_l("This study is already linked to another exam.")))
+    if exam.status is ExamStatus.CANCELLED:
+        raise Conflict(str(_l("This exam is cancelled: images cannot be linked to it.")))
     patient = exam.order.patient
     before = {"accession_number": study.accession_number,
               "patient_id": study.patient.patient_id}  # fmt: skip

@@ -14,12 +14,12 @@ from datetime import date
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
-from sqlalchemy.orm import Session, contains_eager, selectinload
+from sqlalchemy.orm import Session
 
-from ris import board, orders, patients, status
+from ris import board, exam_candidates, patients, status
 from ris.audit import Actor
 from ris.errors import Invalid
-from ris.models import ExamStatus, Order, Patient, RequestedProcedure, Room
+from ris.models import ExamStatus, Patient, RequestedProcedure, Room
 from ris.site import Site
 from worklist.models import PerformedProcedureStep
 
@@ -35,7 +35,6 @@ MANUAL_STEPS: dict[str, ExamStatus] = {
     "discontinue": S.DISCONTINUED,
 }
 REASON_MAX = 500
-CANDIDATE_LIMIT = 50
 
 
 @dataclass
@@ -106,43 +105,21 @@ def reconcile_candidates(
     accession number), their exams, and the day's exams in the modality's room."""
     found = patients.search_patients(db, query) if query.strip() else _patients_sent(db, pps)
     room = station_room(db, pps)
-    rows = board.day_board(db, site, day, room.id) if room else []
     return Candidates(
         patients=found, exams=exams_of(db, [p.id for p in found]), room=room,
-        room_exams=[row.exam for row in rows if row.exam.status not in HIDDEN],
+        room_exams=exam_candidates.day_exams_in(db, site, day, [room] if room else []),
     )  # fmt: skip
 
 
 def _patients_sent(db: Session, pps: PerformedProcedureStep) -> list[Patient]:
-    found: dict[int, Patient] = {}
-    by_mrn = patients.find_by_mrn(db, pps.patient_id_sent) if pps.patient_id_sent else None
-    by_accession = (orders.find_exam_by_accession(db, pps.accession_number_sent)
-                    if pps.accession_number_sent else None)  # fmt: skip
-    named = " ".join(part for part in pps.patient_name.split("^")[:2] if part.strip())
-    for patient in (by_mrn, by_accession.order.patient if by_accession else None):
-        if patient is not None:
-            found.setdefault(patient.id, patient)
-    for patient in patients.search_patients(db, named) if named else []:
-        found.setdefault(patient.id, patient)
-    return list(found.values())
+    return exam_candidates.patients_named(
+        db, pps.patient_id_sent, pps.accession_number_sent, pps.patient_name
+    )
 
 
 def exams_of(db: Session, patient_ids: list[int]) -> list[RequestedProcedure]:
     """The patients' exams a performed step can still be linked to, newest order first."""
-    if not patient_ids:
-        return []
-    query = (
-        select(RequestedProcedure)
-        .join(RequestedProcedure.order)
-        .options(
-            contains_eager(RequestedProcedure.order).joinedload(Order.patient),
-            selectinload(RequestedProcedure.steps),
-        )  # fmt: skip
-        .where(Order.patient_id.in_(patient_ids), RequestedProcedure.status.not_in(HIDDEN))
-        .order_by(Order.created_at.desc(), RequestedProcedure.id.desc())
-        .limit(CANDIDATE_LIMIT)
-    )
-    return list(db.scalars(query))
+    return exam_candidates.open_exams_of(db, patient_ids)
 
 
 def station_room(db: Session, pps: PerformedProcedureStep) -> Room | None:

@@ -1,0 +1,127 @@
+"""The technologist's unmatched studies: images the archive received that no exam claims
+(no pre-assigned Study Instance UID, no known accession number). The technologist opens
+one, sees what the images say, and links it to the right exam."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import partial
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from werkzeug.wrappers import Response
+
+from pacs import reconciliation, unmatched
+from pacs.forms import LinkStudyForm
+from pacs.models import Study
+from ris import audit, orders, scheduling
+from ris.auth import TECHNOLOGISTS, current_actor, roles
+from ris.db import get_db
+from ris.errors import PlacaError
+from ris.frontdesk.common import Words, alert_badges, flash_form_errors, local_today, person_name
+from ris.site import site_of
+from ris.views import NAV, NavItem
+
+logger = logging.getLogger(__name__)
+QUERY_MAX = 100
+
+bp = Blueprint("archive", __name__, url_prefix="/archive")
+
+
+def _add_navigation() -> None:
+    """Next to the unscheduled exams (the other half of reconciliation): right after them
+    when worklist's entries are in, else after the day board, where worklist inserts its
+    own entries before this one."""
+    endpoints = [item.endpoint for item in NAV]
+    anchor = next((e for e in ("worklist.unscheduled", "frontdesk.board") if e in endpoints), None)
+    after = endpoints.index(anchor) + 1 if anchor else len(NAV)
+    entry = NavItem("archive.unmatched", _l("Unmatched studies"), frozenset(TECHNOLOGISTS))
+    NAV.insert(after, entry)
+
+
+_add_navigation()  # once: Python imports a module once per process
+
+
+@bp.context_processor
+def _template_helpers() -> dict[str, object]:
+    zone, words = site_of(current_app).zone, Words.of_request()
+
+    def local(moment: datetime | None) -> str:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+    return {
+        "status_labels": words.status, "sex_labels": words.sex,
+        "badges": partial(alert_badges, words=words), "person": person_name, "local": local,
+        "current_step": scheduling.current_step, "modalities": unmatched.modalities_of,
+    }  # fmt: skip
+
+
+@bp.route("/unmatched", endpoint="unmatched")
+@roles(*TECHNOLOGISTS)
+def unmatched_list() -> str:
+    """The studies no exam claims, newest first, as the images named them."""
+    db = get_db()
+    studies = reconciliation.unmatched_studies(db)
+    senders = unmatched.calling_aes(db, [study.id for study in studies])
+    audit.record(db, current_actor(), "archive.unmatched.view", object_type="study",
+                 detail={"studies": len(studies)})  # fmt: skip
+    db.commit()
+    return render_template("pacs/unmatched.html", studies=studies, senders=senders)
+
+
+def _study_or_404(study_id: int) -> Study:
+    study = get_db().get(Study, study_id)
+    if study is None:
+        abort(404)
+    return study
+
+
+@bp.route("/unmatched/<int:study_id>", endpoint="study")
+@roles(*TECHNOLOGISTS)
+def study_page(study_id: int) -> str | Response:
+    """One unmatched study as received, and the exams it may belong to."""
+    db, site = get_db(), site_of(current_app)
+    study = _study_or_404(study_id)
+    if study.procedure_id is not None:
+        flash(_("This study is already linked to an exam."), "info")
+        return redirect(url_for(".unmatched"))
+    query = request.args.get("q", "").strip()[:QUERY_MAX]
+    found = unmatched.study_candidates(db, site, local_today(site), study, query)
+    shown = {exam.id for exam in [*found.exams, *found.room_exams]}
+    audit.record(db, current_actor(), "archive.unmatched.study.view", object_type="study",
+                 object_id=study.study_instance_uid,
+                 detail={"query": query, "patients": len(found.patients),
+                         "exams": sorted(shown)})  # fmt: skip
+    db.commit()
+    return render_template(
+        "pacs/unmatched_study.html", study=study, query=query, found=found,
+        series=unmatched.series_of(db, study),
+        senders=unmatched.calling_aes(db, [study.id])[study.id], form=LinkStudyForm(),
+    )  # fmt: skip
+
+
+@bp.route("/unmatched/<int:study_id>/link", methods=["POST"], endpoint="link")
+@roles(*TECHNOLOGISTS)
+def link(study_id: int) -> Response:
+    """Link the study to the exam the technologist chose."""
+    db = get_db()
+    study = _study_or_404(study_id)
+    form = LinkStudyForm()
+    back = redirect(url_for(".study", study_id=study_id))
+    if not form.validate_on_submit():
+        flash_form_errors(form)
+        return back
+    try:
+        exam = orders.get_exam(db, form.exam_id.data or 0)
+        accession = exam.accession_number
+        reconciliation.link_study(db, current_actor(), study, exam)
+    except PlacaError as exc:
+        logger.info("Linking study %s refused: %s", study.study_instance_uid, exc.message)
+        db.rollback()  # a refused link changes nothing
+        flash(exc.message, "error")
+        return back
+    db.commit()
+    flash(_("The study is linked to exam %(accession)s.", accession=accession), "info")
+    return redirect(url_for(".unmatched"))
