@@ -211,7 +211,7 @@ def test_merge_then_undo_by_an_admin(
     response = clerk.post(path, json={"merged_id": duplicate.id})
     assert response.status_code == 201, response.get_json()
     merge = response.get_json()
-    assert merge["moved"] == {"orders": [order.id]} and merge["undone_at"] is None
+    assert merge["moved"] == {"orders": [order.id], "studies": []} and merge["undone_at"] is None
     assert clerk.get(f"/api/orders/{order.id}").get_json()["patient_id"] == surviving.id
     assert clerk.get(f"/api/patients/{duplicate.id}").get_json()["merged_into_id"] == surviving.id
     assert_error(clerk.post(path, json={"merged_id": duplicate.id}), 409)
