@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_hl7.py [--messages 10000] [--database-url URL]
 
 Starts `flask --app wsgi serve --only hl7` on a fresh database (SQLite in a temporary folder
-by default) with a CT room and one CT procedure, sends the messages one after the other on a
-single connection with python-hl7's MLLP client (waiting for each ACK, as a HIS does), then
-checks that every ACK is AA and that every order is in the database exactly once.
+by default; with --database-url, a throw-away database on that PostgreSQL server) with a CT
+room and one CT procedure, sends the messages one after the other on a single connection
+with python-hl7's MLLP client (waiting for each ACK, as a HIS does), then checks that every
+ACK is AA and that every order is in the database exactly once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import hl7.client  # noqa: E402
+from bench_frontdesk import fresh_database  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from ris import catalog, migrate  # noqa: E402
@@ -88,11 +89,14 @@ def count_rows(data_dir: Path, url: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL server: a throw-away database is made on it",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        data_dir = Path(folder)
-        url = args.database_url or f"sqlite:///{data_dir / 'placa.db'}"
+    with fresh_database(args) as (url, data_dir):
         prepare(data_dir, url)
         serve = ServeProcess(data_dir, url, only=("hl7", "web"))
         serve.start()

@@ -174,7 +174,8 @@ def receive_text(text: str, codec: str, peer: str) -> Received:
             rejection = Outcome("AR", "100", "No MSH segment found: not an HL7 v2 message")
             return Received(header, text, codec, rejection=rejection)
         header, msh_index = found
-        logger.info(
+        # DEBUG: the outcome line (log_outcome) says the same at INFO, once per message.
+        logger.debug(
             "HL7 received %s control_id=%r version=%r from %s",
             header.message_type or "?",
             header.control_id,
