@@ -216,6 +216,17 @@ class Rule:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class KeyRule(Rule):
+    """A rule for one key of the request."""
+
+    keyword: str
+
+    @property
+    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.keyword,)
+
+
 def _any_of(conditions: Sequence[Condition]) -> Condition | None:
     if not conditions:
         return None
@@ -227,15 +238,10 @@ def _element(request: Dataset, keyword: str) -> DataElement | None:
 
 
 @dataclass(frozen=True)
-class Text(Rule):
+class Text(KeyRule):
     """AE, CS, LO, SH...: single value or wildcard, case-sensitive."""
 
-    keyword: str
     column: ColumnElement[Any]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -247,16 +253,11 @@ class Text(Rule):
 
 
 @dataclass(frozen=True)
-class Choice(Rule):
+class Choice(KeyRule):
     """A coded key whose values map to conditions (e.g. a step status to exam statuses);
     an unknown code matches nothing."""
 
-    keyword: str
     choices: dict[str, Callable[[], Condition]]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -282,7 +283,7 @@ PN_COMPONENTS = 5  # family ^ given ^ middle ^ prefix ^ suffix (PS3.5 6.2)
 
 
 @dataclass(frozen=True)
-class PersonName(Rule):
+class PersonName(KeyRule):
     """PN: case-insensitive, on the whole name and component by component.
 
     ``columns`` is either one column holding the DICOM PN text (``Doe^John``) or the five
@@ -290,12 +291,7 @@ class PersonName(Rule):
     group (the alphabetic name) is matched; ideographic and phonetic groups are ignored.
     """
 
-    keyword: str
     columns: tuple[ColumnElement[Any], ...]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -418,15 +414,10 @@ def time_bounds(keyword: str, value: str) -> TimeBounds:
 
 
 @dataclass(frozen=True)
-class Date(Rule):
+class Date(KeyRule):
     """DA on a DATE column (a calendar date such as a birth date: no time zone)."""
 
-    keyword: str
     column: ColumnElement[Any]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -545,15 +536,10 @@ def _end_of_span(start: datetime, groups: tuple[str | None, ...]) -> datetime:
 
 
 @dataclass(frozen=True)
-class DateTime(Rule):
+class DateTime(KeyRule):
     """DT on a UTC timestamp column; values without an offset are site local time."""
 
-    keyword: str
     column: ColumnElement[Any]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -577,15 +563,10 @@ _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 @dataclass(frozen=True)
-class UIDList(Rule):
+class UIDList(KeyRule):
     """UI: one UID or a backslash-separated list; any of them matches."""
 
-    keyword: str
     column: ColumnElement[Any]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         element = _element(request, self.keyword)
@@ -601,18 +582,13 @@ class UIDList(Rule):
 
 
 @dataclass(frozen=True)
-class SequenceOf(Rule):
+class SequenceOf(KeyRule):
     """Sequence matching (C.2.2.2.6): the request's single item matched by ``rules``.
 
     A zero-length sequence or an empty item is universal matching of the whole sequence.
     """
 
-    keyword: str
     rules: tuple[Rule, ...]
-
-    @property
-    def keywords(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.keyword,)
 
     def condition(self, request: Dataset, context: MatchContext) -> Condition | None:
         raise NotImplementedError("sequence rules are read by build_conditions")
