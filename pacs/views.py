@@ -4,7 +4,6 @@ one, sees what the images say, and links it to the right exam."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from functools import partial
 
@@ -14,17 +13,21 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
 
 from pacs import reconciliation, unmatched
-from pacs.forms import LinkStudyForm
 from pacs.models import Study
-from ris import audit, orders, scheduling
+from ris import audit, scheduling
 from ris.auth import TECHNOLOGISTS, current_actor, roles
 from ris.db import get_db
-from ris.errors import PlacaError
-from ris.frontdesk.common import Words, alert_badges, flash_form_errors, local_today, person_name
+from ris.frontdesk.common import (
+    Words,
+    alert_badges,
+    link_chosen_exam,
+    local_today,
+    person_name,
+)
+from ris.frontdesk_forms import ChooseExamForm
 from ris.site import site_of
 from ris.views import NAV, NavItem
 
-logger = logging.getLogger(__name__)
 QUERY_MAX = 100
 
 bp = Blueprint("archive", __name__, url_prefix="/archive")
@@ -98,7 +101,7 @@ def study_page(study_id: int) -> str | Response:
     return render_template(
         "pacs/unmatched_study.html", study=study, query=query, found=found,
         series=unmatched.series_of(db, study),
-        senders=unmatched.calling_aes(db, [study.id])[study.id], form=LinkStudyForm(),
+        senders=unmatched.calling_aes(db, [study.id])[study.id], form=ChooseExamForm(),
     )  # fmt: skip
 
 
@@ -106,22 +109,14 @@ def study_page(study_id: int) -> str | Response:
 @roles(*TECHNOLOGISTS)
 def link(study_id: int) -> Response:
     """Link the study to the exam the technologist chose."""
-    db = get_db()
     study = _study_or_404(study_id)
-    form = LinkStudyForm()
-    back = redirect(url_for(".study", study_id=study_id))
-    if not form.validate_on_submit():
-        flash_form_errors(form)
-        return back
-    try:
-        exam = orders.get_exam(db, form.exam_id.data or 0)
-        accession = exam.accession_number
-        reconciliation.link_study(db, current_actor(), study, exam)
-    except PlacaError as exc:
-        logger.info("Linking study %s refused: %s", study.study_instance_uid, exc.message)
-        db.rollback()  # a refused link changes nothing
-        flash(exc.message, "error")
-        return back
-    db.commit()
-    flash(_("The study is linked to exam %(accession)s.", accession=accession), "info")
+    exam = link_chosen_exam(
+        ChooseExamForm(),
+        lambda exam: reconciliation.link_study(get_db(), current_actor(), study, exam),
+        f"study {study.study_instance_uid}",
+    )
+    if exam is None:
+        return redirect(url_for(".study", study_id=study_id))
+    flash(_("The study is linked to exam %(accession)s.", accession=exam.accession_number),
+          "info")  # fmt: skip
     return redirect(url_for(".unmatched"))

@@ -129,3 +129,10 @@ class ActionForm(FlaskForm):
     """A one-click action (check-in, no-show): only the CSRF token and where to go back to."""
 
     next = HiddenField()
+
+
+class ChooseExamForm(FlaskForm):
+    """The exam something received without one belongs to (an unscheduled performed step,
+    an unmatched study): chosen by a technologist among the candidates."""
+
+    exam_id = IntegerField(_l("Exam"), validators=[DataRequired(message=_l("Choose an exam."))])

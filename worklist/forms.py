@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, StringField
+from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Length
 
 from worklist.technologist import REASON_MAX
@@ -24,9 +24,3 @@ class DiscontinueForm(StepForm):
             Length(max=REASON_MAX),
         ],
     )
-
-
-class ReconcileForm(FlaskForm):
-    """The exam an unscheduled performed procedure step belongs to."""
-
-    exam_id = IntegerField(_l("Exam"), validators=[DataRequired(message=_l("Choose an exam."))])

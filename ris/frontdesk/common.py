@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import partial
@@ -21,13 +22,15 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
+from ris import orders
 from ris.auth import FRONT_DESK
-from ris.db import utcnow
+from ris.db import get_db, utcnow
 from ris.errors import PlacaError
 from ris.frontdesk import bp
 from ris.frontdesk_forms import (
     PATIENT_CLASS_LABELS,
     PRIORITY_LABELS,
+    ChooseExamForm,
 )
 from ris.models import (
     ExamStatus,
@@ -220,3 +223,27 @@ def flash_form_errors(form: Any) -> None:
     for field in form:
         for error in field.errors:
             flash(f"{field.label.text}: {error}" if field.label.text else str(error), "error")
+
+
+def link_chosen_exam(
+    form: ChooseExamForm, link: Callable[[RequestedProcedure], None], what: str
+) -> RequestedProcedure | None:
+    """Apply ``link`` to the exam ``form`` names, in the request's transaction.
+
+    Returns the exam once committed; None when the choice is invalid or the service refuses
+    (rolled back, the reason flashed). ``what`` names the thing linked, for the log.
+    """
+    db = get_db()
+    if not form.validate_on_submit():
+        flash_form_errors(form)
+        return None
+    try:
+        exam = orders.get_exam(db, form.exam_id.data or 0)
+        link(exam)
+    except PlacaError as exc:
+        logger.info("Linking %s refused: %s", what, exc.message)
+        db.rollback()  # a refused link changes nothing
+        flash(exc.message, "error")
+        return None
+    db.commit()
+    return exam

@@ -127,6 +127,7 @@ def test_an_unmatched_study_is_listed_and_linked_to_todays_exam(
     assert "What the images say" in html and study.study_instance_uid in html
     assert "Today&#39;s exams in CT1" in html or "Today's exams in CT1" in html
     assert exam.accession_number in html and "AXIAL" in html  # the exam, the series
+    assert f'action="/archive/unmatched/{study.id}/link"' in html  # each candidate links here
 
     response = post_link(tech, study, exam.id)
     assert response.status_code == 302 and response.headers["Location"] == "/archive/unmatched"

@@ -365,6 +365,7 @@ def test_an_unscheduled_step_is_linked_to_the_patients_exam(
     assert f'href="/worklist/unscheduled/{pps.id}"' in listing and "DURAND, GAELLE" in listing
     html = page(tech.get(f"/worklist/unscheduled/{pps.id}"))
     assert "What the modality sent" in html and exam.accession_number in html
+    assert f'action="/worklist/unscheduled/{pps.id}/link"' in html  # each candidate links here
     assert "Today&#39;s exams in CT1" in html or "Today's exams in CT1" in html
 
     token = csrf_token(tech, f"/worklist/unscheduled/{pps.id}")

@@ -4,24 +4,20 @@ right exam, which then follows the performed step's status."""
 
 from __future__ import annotations
 
-import logging
-
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
-from ris import audit, orders, scheduling
+from ris import audit, scheduling
 from ris.auth import TECHNOLOGISTS, current_actor, roles
 from ris.db import get_db
-from ris.errors import PlacaError
-from ris.frontdesk.common import flash_form_errors, local_today
+from ris.frontdesk.common import link_chosen_exam, local_today
+from ris.frontdesk_forms import ChooseExamForm
 from ris.site import site_of
 from worklist import mpps, technologist
-from worklist.forms import ReconcileForm
 from worklist.models import PerformedProcedureStep
 from worklist.views import bp
 
-logger = logging.getLogger(__name__)
 QUERY_MAX = 100
 
 
@@ -61,7 +57,7 @@ def reconcile_page(pps_id: int) -> str | Response:
                                            "exams": sorted(shown)})  # fmt: skip
     db.commit()
     return render_template(
-        "worklist/reconcile.html", pps=pps, query=query, found=found, form=ReconcileForm(),
+        "worklist/reconcile.html", pps=pps, query=query, found=found, form=ChooseExamForm(),
         current_step=scheduling.current_step,
     )  # fmt: skip
 
@@ -70,22 +66,14 @@ def reconcile_page(pps_id: int) -> str | Response:
 @roles(*TECHNOLOGISTS)
 def link(pps_id: int) -> Response:
     """Link the performed step to the exam the technologist chose."""
-    db = get_db()
     pps = _step_or_404(pps_id)
-    form = ReconcileForm()
-    back = redirect(url_for(".reconcile", pps_id=pps_id))
-    if not form.validate_on_submit():
-        flash_form_errors(form)
-        return back
-    try:
-        exam = orders.get_exam(db, form.exam_id.data or 0)
-        accession = exam.accession_number
-        mpps.reconcile_performed_step(db, current_actor(), pps, exam)
-    except PlacaError as exc:
-        logger.info("Reconciliation of MPPS %s refused: %s", pps_id, exc.message)
-        db.rollback()  # a refused link changes nothing
-        flash(exc.message, "error")
-        return back
-    db.commit()
-    flash(_("The performed step is linked to exam %(accession)s.", accession=accession), "info")
+    exam = link_chosen_exam(
+        ChooseExamForm(),
+        lambda exam: mpps.reconcile_performed_step(get_db(), current_actor(), pps, exam),
+        f"MPPS {pps_id}",
+    )
+    if exam is None:
+        return redirect(url_for(".reconcile", pps_id=pps_id))
+    flash(_("The performed step is linked to exam %(accession)s.",
+            accession=exam.accession_number), "info")  # fmt: skip
     return redirect(url_for(".unscheduled"))
