@@ -99,25 +99,27 @@ def parse_args() -> argparse.Namespace:
 
 
 @contextmanager
-def fresh_database(args: argparse.Namespace) -> Iterator[tuple[str, Path]]:
+def fresh_database(database_url: str | None, keep: bool = False) -> Iterator[tuple[str, Path]]:
+    """A data folder and an empty database: SQLite in the folder, or a throw-away database
+    on the PostgreSQL server ``database_url`` names; both removed afterwards unless ``keep``."""
     folder = Path(tempfile.mkdtemp(prefix="placa-bench-"))
-    if not args.database_url:
+    if not database_url:
         try:
             yield f"sqlite:///{folder / 'placa.db'}", folder
         finally:
-            if not args.keep:
+            if not keep:
                 shutil.rmtree(folder, ignore_errors=True)
             else:
                 print(f"kept {folder}")
         return
-    server = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
+    server = create_engine(database_url, isolation_level="AUTOCOMMIT")
     name = f"placa_bench_{uuid.uuid4().hex[:10]}"
     with server.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(args.database_url).set(database=name).render_as_string(False), folder
+        yield make_url(database_url).set(database=name).render_as_string(False), folder
     finally:
-        if args.keep:
+        if keep:
             print(f"kept database {name}")
         else:
             with server.connect() as connection:
@@ -345,7 +347,7 @@ def report(records: list[dict[str, Any]]) -> None:
 def main() -> None:
     args = parse_args()
     logging.disable(logging.INFO)
-    with fresh_database(args) as (url, folder):
+    with fresh_database(args.database_url, args.keep) as (url, folder):
         app = build_app(url, folder, args)
         started = time.perf_counter()
         loaded = load(app, args)

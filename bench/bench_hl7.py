@@ -96,7 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
-    with fresh_database(args) as (url, data_dir):
+    with fresh_database(args.database_url, args.keep) as (url, data_dir):
         prepare(data_dir, url)
         serve = ServeProcess(data_dir, url, only=("hl7", "web"))
         serve.start()

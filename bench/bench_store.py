@@ -35,12 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_frontdesk import fresh_database  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
@@ -81,24 +81,6 @@ def shards(files: list[Path], parts: int) -> list[list[Path]]:
     return [files[i : i + size] for i in range(0, len(files), size)]
 
 
-def fresh_database(base_url: str | None, folder: Path) -> tuple[str, str | None]:
-    if not base_url:
-        return f"sqlite:///{folder / 'placa.db'}", None
-    name = f"placa_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return base_url.rsplit("/", 1)[0] + f"/{name}", name
-
-
-def drop_database(base_url: str, name: str) -> None:
-    engine = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -127,8 +109,13 @@ def wait_listening(port: int, process: subprocess.Popen[str], timeout: float = 6
 
 
 def measure(files: list[Path], parallel: int, database_url: str | None) -> dict:
-    folder = Path(tempfile.mkdtemp(prefix="placa-bench-store-"))
-    url, pg_name = fresh_database(database_url, folder)
+    with fresh_database(database_url) as (url, folder):
+        return _measure_in(files, parallel, url, folder, database_url)
+
+
+def _measure_in(
+    files: list[Path], parallel: int, url: str, folder: Path, database_url: str | None
+) -> dict:
     serve = ServeProcess(folder, url, only=("dicom",), env_extra={"PLACA_LOG_LEVEL": "WARNING"})
     try:
         migrated = serve.flask("db", "upgrade")
@@ -158,9 +145,6 @@ def measure(files: list[Path], parallel: int, database_url: str | None) -> dict:
     finally:
         if serve.process and serve.process.poll() is None:
             serve.process.kill()
-        if pg_name and database_url:
-            drop_database(database_url, pg_name)
-        shutil.rmtree(folder, ignore_errors=True)
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     return {
         "bench": "store", "backend": "postgresql" if database_url else "sqlite",

@@ -388,7 +388,7 @@ def main() -> None:
     args = parse_args()
     logging.disable(logging.INFO)
     day = args.day or datetime.now(ZoneInfo(args.timezone)).date()
-    with fresh_database(args) as (url, folder):
+    with fresh_database(args.database_url, args.keep) as (url, folder):
         app = build_app(url, folder, args)
         migrate.upgrade(app)
         started = time.perf_counter()
