@@ -30,6 +30,8 @@ from ris import migrate, users
 from ris.app import create_app
 from ris.audit import Actor
 from ris.db import transaction
+from tests.factories import FrontDesk
+from tests.hl7_peer import HL7Peer
 
 REQUIRE_ALL = os.environ.get("PLACA_REQUIRE_ALL") == "1"
 PG_SERVER_URL = os.environ.get(
@@ -228,6 +230,20 @@ def db(app: Flask) -> Iterator:
 
     with sessions(app)() as session:
         yield session
+
+
+@pytest.fixture
+def desk(app: Flask) -> FrontDesk:
+    """The front-desk factories (rooms, codes, patients, orders) on the test's application."""
+    return FrontDesk(app)
+
+
+@pytest.fixture
+def peer() -> Iterator[HL7Peer]:
+    """A test MLLP peer (an HIS or billing system receiving what Placa sends)."""
+    running = HL7Peer(free_port()).start()
+    yield running
+    running.stop()
 
 
 CHROMIUM_FLAGS = [

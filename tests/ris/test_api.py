@@ -26,11 +26,6 @@ def madrid(app: Flask) -> None:
 
 
 @pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
-
-
-@pytest.fixture
 def ct(db: Session, desk: FrontDesk) -> tuple[Room, ProcedureCode]:
     room = desk.room(db, "CT1", "CT")
     desk.room(db, "CT2", "CT")

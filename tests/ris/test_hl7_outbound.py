@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,18 +26,6 @@ from tests.factories import ACTOR, SITE, FrontDesk, at, next_weekday
 from tests.hl7_peer import HL7Peer
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 2.0}
-
-
-@pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
-
-
-@pytest.fixture
-def peer() -> Iterator[HL7Peer]:
-    running = HL7Peer(free_port()).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

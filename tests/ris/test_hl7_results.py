@@ -5,7 +5,6 @@ by the sender job."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -16,7 +15,7 @@ from hl7apy.parser import parse_message
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ris import orders
+from ris import orders, scheduling
 from ris.db import transaction
 from ris.errors import Invalid
 from ris.hl7 import dft, oru, outbound
@@ -34,18 +33,6 @@ BIG_PDF = PDF + bytes(range(256)) * 600
 
 
 @pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
-
-
-@pytest.fixture
-def peer() -> Iterator[HL7Peer]:
-    running = HL7Peer(free_port()).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def exam(db: Session, desk: FrontDesk) -> RequestedProcedure:
     room = desk.room(db, "CT1", "CT")
     code = desk.code(db, "74177", "CT", minutes=20)
@@ -55,8 +42,6 @@ def exam(db: Session, desk: FrontDesk) -> RequestedProcedure:
         icd10_codes=["R10.9", "K35.80"], placer_order_number="HIS-77", placer_issuer="EPIC",
     )  # fmt: skip
     exam = orders.place_order(db, ACTOR, SITE, patient, data, [code]).procedures[0]
-    from ris import scheduling
-
     scheduling.book(db, ACTOR, SITE, exam, room, at(next_weekday(), 9))
     db.commit()
     return exam

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,11 +13,6 @@ from ris.site import Site
 from tests.factories import ACTOR, SITE, FrontDesk
 
 S = ExamStatus
-
-
-@pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
 
 
 def test_each_procedure_gets_its_worklist_identifiers(db: Session, desk: FrontDesk) -> None:

@@ -19,11 +19,6 @@ from tests.factories import FrontDesk, at, next_weekday
 
 
 @pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
-
-
-@pytest.fixture
 def front(app: Flask, make_user) -> FlaskClient:
     client = app.test_client()
     assert sign_in(client, make_user("front_desk", username="desk")).status_code == 302

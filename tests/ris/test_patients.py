@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,11 +12,6 @@ from ris import patients
 from ris.errors import Conflict, Invalid
 from ris.models import AuditEvent, Order, PatientNameToken
 from tests.factories import ACTOR, SITE, FrontDesk
-
-
-@pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
 
 
 def test_generated_mrns_are_sequential_and_unique(db: Session, desk: FrontDesk) -> None:

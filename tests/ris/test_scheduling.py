@@ -19,11 +19,6 @@ from tests.factories import ACTOR, SITE, FrontDesk, at, next_weekday
 
 
 @pytest.fixture
-def desk(app: Flask) -> FrontDesk:
-    return FrontDesk(app)
-
-
-@pytest.fixture
 def ct(db: Session, desk: FrontDesk):
     room = desk.room(db, "CT1", "CT")
     desk.room(db, "CT2", "CT")
