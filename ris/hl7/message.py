@@ -51,18 +51,12 @@ class Segment:
     fields: list[str]
     chars: Mapping[str, str]
 
-    def to_er7(self) -> str:
-        if self.name in _HEADER_SEGMENTS:
-            return self.chars["FIELD"].join([self.name, *self.fields[2:]])
-        return self.chars["FIELD"].join(self.fields)
-
 
 @dataclass(frozen=True)
 class Message:
     """The segments of one message, in order (no groups: routes walk ``children``)."""
 
     children: list[Segment] = field(default_factory=list)
-    chars: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse(segments: list[str], version: str) -> Message:
@@ -82,7 +76,7 @@ def parse(segments: list[str], version: str) -> Message:
         else:
             parts[0] = name
         children.append(Segment(name, parts, chars))
-    return Message(children, chars)
+    return Message(children)
 
 
 def encoding_chars(msh: str, version: str) -> dict[str, str]:
