@@ -8,7 +8,8 @@
   is not a registered :class:`pacs.models.RemoteAE` is rejected (the called AE title is
   checked by the door).
 
-Query/retrieve and storage commitment join ``SERVICES`` as they are built.
+Query (:mod:`pacs.find_scp`), retrieve (:mod:`pacs.retrieve_scp`) and storage commitment
+(:mod:`pacs.commitment_scp`) list their own services.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
+from pacs.commitment_scp import SERVICES as COMMITMENT
+from pacs.find_scp import SERVICES as QUERY
 from pacs.ingest import ingest
 from pacs.models import RemoteAE
+from pacs.retrieve_scp import SERVICES as RETRIEVE
 from pacs.storage import Outcome, Received, StoreRefused
 from ris.db import read_only
 from ris.dicom_door import AssociationHook, DicomService
@@ -138,5 +142,8 @@ SERVICES = [
         {evt.EVT_C_STORE: handle_store},
         transfer_syntaxes=STORAGE_TRANSFER_SYNTAXES,
     ),  # fmt: skip
+    *QUERY,
+    *RETRIEVE,
+    *COMMITMENT,
 ]
 ASSOCIATION_HOOKS: list[AssociationHook] = [check_calling_ae]
