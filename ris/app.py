@@ -56,6 +56,7 @@ def _configure_cookies(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     # Imported here so that nothing binds to an application at import time.
+    from pacs import dicomweb
     from pacs import views as pacs_views
     from ris import (
         admin,
@@ -74,7 +75,7 @@ def _register_blueprints(app: Flask) -> None:
     from worklist import views as worklist_views
 
     for module in (signin, views, admin, health, patient_views, frontdesk, catalog_views, api,
-                   outbox_views, hl7_views, worklist_views, pacs_views):  # fmt: skip
+                   outbox_views, hl7_views, worklist_views, pacs_views, dicomweb):  # fmt: skip
         app.register_blueprint(module.bp)
     auth.init_app(app)
     register_error_handlers(app)

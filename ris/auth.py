@@ -34,6 +34,10 @@ PATIENT_READERS = ("admin", "front_desk", "technologist", "radiologist", "transc
 BOARD_READERS = ("admin", "front_desk", "technologist", "radiologist")
 TECHNOLOGISTS = ("technologist", "admin")
 ROOM_READERS = ("technologist", "admin", "front_desk")  # the technologist room list
+# DICOMweb: who may see images (referrers are refused until studies can be filtered to
+# their own patients), and who may store them (STOW-RS).
+IMAGE_READERS = ("admin", "radiologist", "technologist", "front_desk")
+IMAGE_WRITERS = ("technologist", "admin")
 # Pages a user whose password must be changed may still reach.
 PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout", "static"}
 
