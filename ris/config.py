@@ -157,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DICOM_PORT", 11112, PORT, "DICOM door port"),
     Setting("DICOM_MAX_PDU", 1048576, _as_int(0, 2**32 - 1), "largest PDU received"),
     Setting("AE_WHITELIST", False, _as_bool, "accept only registered calling AEs"),
+    Setting("COMMITMENT_NEW_ASSOCIATION", False, _as_bool, "commitment reports: new association"),
     Setting("ARCHIVE_DUPLICATES", "keep", _as_duplicates, "a re-sent instance: keep or replace"),
     Setting("HL7_HOST", "0.0.0.0", _as_text, "HL7 MLLP door address"),
     Setting("HL7_PORT", 2575, PORT, "HL7 MLLP door port"),
