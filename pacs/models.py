@@ -12,14 +12,17 @@ reconciliation links it; until then it is "unmatched".
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
 from ris.db import Base, UTCDateTime, utcnow
 from ris.models import Patient, RequestedProcedure
+from ris.models.types import enum_column
 
 UID = 64  # UI (PS3.5 6.2)
 PN = 324  # PN: three component groups of 64 characters, separators
@@ -169,4 +172,44 @@ class RemoteAE(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-__all__ = ["ArchivePatient", "Instance", "RemoteAE", "Series", "Study"]
+class CommitmentState(enum.StrEnum):
+    """Where a storage commitment request stands with its N-EVENT-REPORT."""
+
+    PENDING = "pending"  # decided, report not yet delivered (retried with back-off)
+    REPORTED = "reported"  # the requestor answered the N-EVENT-REPORT
+    FAILED = "failed"  # given up: never delivered after the last attempt
+
+
+class StorageCommitment(Base):
+    """One Storage Commitment Push Model request (PS3.4 J.3, IHE RAD-10), kept with its
+    decision until the N-EVENT-REPORT is delivered, so a restart loses no report."""
+
+    __tablename__ = "storage_commitments"
+    __table_args__ = (
+        Index("ix_storage_commitments_due", "state", "next_attempt_at"),
+        Index("ix_storage_commitments_transaction", "transaction_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(String(UID))  # (0008,1195)
+    calling_ae: Mapped[str] = mapped_column(String(16))  # the requestor, reported to
+    requestor_address: Mapped[str] = mapped_column(String(255), default="")
+    # One entry per referenced instance, in request order: {"sop_class_uid",
+    # "sop_instance_uid", "failure_reason"} where failure_reason is None when committed.
+    references: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    state: Mapped[CommitmentState] = mapped_column(
+        enum_column(CommitmentState), default=CommitmentState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    # When the scheduler may (next) try to deliver; also the lease of a delivery under way.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+__all__ = [
+    "ArchivePatient", "CommitmentState", "Instance", "RemoteAE", "Series", "StorageCommitment",
+    "Study",
+]  # fmt: skip
