@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from ris import migrate, users
+from ris import api_tokens, migrate, users
 from ris.audit import Actor
 from ris.db import transaction
 from ris.errors import PlacaError
@@ -143,6 +145,62 @@ def users_set_password(name: str, password_stdin: bool) -> None:
     click.echo(f"Password of {name} changed; its sessions have ended.")
     if not password_stdin:
         click.echo(f"One-time password: {password}")
+
+
+@users_group.group("token")
+def token_group() -> None:
+    """API tokens (bearer credentials for DICOMweb and /api) of a user."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for (a viewer, a script).")
+@click.option("--expires-days", type=click.IntRange(min=1), help="Valid this many days.")
+@with_appcontext
+def token_create(name: str, label: str, expires_days: int | None) -> None:
+    """Create an API token for user NAME and print it (once: only its hash is kept)."""
+    expires = timedelta(days=expires_days) if expires_days else None
+    with transaction(current_app) as db:
+        user = _existing_user(db, name)
+        row, token = api_tokens.create_token(db, CLI_ACTOR, user, label, expires)
+        token_id = row.id
+    click.echo(f"API token {token_id} for {name} (shown once, keep it secret):")
+    click.echo(token)
+
+
+@token_group.command("list")
+@click.argument("name")
+@with_appcontext
+def token_list(name: str) -> None:
+    """List the API tokens of user NAME (id, state, label, created, last used, expires)."""
+    with transaction(current_app) as db:
+        for row in api_tokens.tokens_of(db, _existing_user(db, name)):
+            dates = [_when(row.created_at), _when(row.last_used_at), _when(row.expires_at)]
+            click.echo("\t".join([str(row.id), api_tokens.state_of(row), row.label, *dates]))
+
+
+@token_group.command("revoke")
+@click.argument("token_id", type=int)
+@with_appcontext
+def token_revoke(token_id: int) -> None:
+    """Revoke API token TOKEN_ID: it stops working at once."""
+    try:
+        with transaction(current_app) as db:
+            api_tokens.revoke_token(db, CLI_ACTOR, token_id)
+    except PlacaError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"API token {token_id} revoked.")
+
+
+def _existing_user(db: Session, name: str) -> User:
+    user = users.find_user(db, name)
+    if user is None:
+        raise click.ClickException(f"No user named {name!r}.")
+    return user
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
 
 
 @users_group.command("bootstrap-admin")

@@ -55,6 +55,15 @@ def _as_text(text: str) -> str:
     return value
 
 
+def _as_origins(text: str) -> tuple[str, ...]:
+    """Comma-separated web origins (``https://viewer.example.org``), or ``*`` for any."""
+    origins = tuple(part.strip().rstrip("/") for part in str(text).split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise ConfigError(f"{origin!r} is not an origin (scheme://host[:port])")
+    return origins
+
+
 def _as_ae_title(text: str) -> str:
     value = str(text).strip()
     if not AE_TITLE_PATTERN.match(value):
@@ -173,6 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_MAX_FAILURES", 5, _as_int(1, 1000), "failed sign-ins per account"),
     Setting("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, _as_int(1, 10000), "per client address"),
     Setting("LOGIN_LOCK_MINUTES", 15, _as_int(1, 24 * 60), "throttling window"),
+    Setting("CORS_ORIGINS", (), _as_origins, "web origins allowed to call DICOMweb (viewers)"),
     Setting("TIMEZONE", "UTC", _as_timezone, "time zone dates are shown in"),
     Setting("MRN_ISSUER", "PLACA", _as_text, "issuer of the MRNs Placa generates"),
     Setting("MRN_PATTERN", "PL{seq:07d}", _as_pattern, "pattern of generated MRNs"),

@@ -1,6 +1,6 @@
 """Tables owned by the RIS, one module per area; import them from here."""
 
-from ris.models.accounts import ROLES, AuditEvent, Role, User, UserSession, user_roles
+from ris.models.accounts import ROLES, ApiToken, AuditEvent, Role, User, UserSession, user_roles
 from ris.models.catalog import ProcedureCode, Room, procedure_rooms
 from ris.models.messages import HL7Destination, InboundMessage, OutboundMessage
 from ris.models.orders import (
@@ -22,7 +22,7 @@ from ris.models.types import (
 )
 
 __all__ = [
-    "HOLDS_SLOT", "ROLES", "AuditEvent", "Counter", "ExamStatus", "HL7Destination",
+    "HOLDS_SLOT", "ROLES", "ApiToken", "AuditEvent", "Counter", "ExamStatus", "HL7Destination",
     "InboundMessage", "MRISafety", "Order", "OutboundMessage", "Patient",
     "PatientClass", "PatientMerge", "PatientNameToken", "PregnancyStatus", "Priority",
     "ProcedureCode", "RequestedProcedure", "Role", "Room", "ScheduledProcedureStep", "Sex",

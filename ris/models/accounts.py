@@ -95,6 +95,26 @@ class UserSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class ApiToken(Base):
+    """A bearer token a user gives a program (a viewer, a script) for DICOMweb and ``/api``.
+
+    Only the SHA-256 of the token is kept: it is shown once, when created. The token acts
+    with its user's roles, and stops working when revoked, expired or its user is disabled.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship(lazy="joined")
+
+
 class AuditEvent(Base):
     """One line of the append-only audit log: who did what, to what, when, from where.
 
