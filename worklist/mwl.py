@@ -23,14 +23,13 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from sqlalchemy import Boolean, Row, Select, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -38,7 +37,8 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from ris.dicom_encode import Element, to_dataset
+from ris.dicom_encode import Element
+from ris.dicom_find import Answer, answer_of, asks_for_latin1
 from ris.dicom_match import (
     Choice,
     Date,
@@ -66,7 +66,6 @@ from ris.site import site_of
 
 logger = logging.getLogger(__name__)
 
-UTF8, LATIN1 = "ISO_IR 192", "ISO_IR 100"
 SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 # Scheduled Procedure Step Status (0040,0020) defined terms for the exam statuses served.
 STEP_STATUS = {
@@ -239,18 +238,8 @@ def plan_worklist_query(request: Dataset, options: WorklistOptions) -> WorklistQ
     return WorklistQuery(
         request=request, statement=statement, options=options,
         fillers=compile_response(request), ignored=tuple(match.ignored),
-        wants_latin1=_asks_for_latin1(request),
+        wants_latin1=asks_for_latin1(request),
     )  # fmt: skip
-
-
-class Answer(NamedTuple):
-    """One worklist item as elements (ris.dicom_encode), and the character set they take."""
-
-    charset: str  # its Specific Character Set, also among the elements
-    elements: list[Element]
-
-    def dataset(self) -> Dataset:
-        return to_dataset(self.elements)
 
 
 class WorklistItems:
@@ -289,12 +278,6 @@ def find_worklist_items(db: Session, query: WorklistQuery) -> WorklistItems:
 def station_room_id(db: Session, calling_ae: str) -> int | None:
     """The room whose device has this AE title, for station routing."""
     return db.scalar(select(Room.id).where(Room.ae_title == calling_ae.strip()))
-
-
-def _asks_for_latin1(request: Dataset) -> bool:
-    value = request.get("SpecificCharacterSet")
-    values = list(value) if isinstance(value, MultiValue | list) else [value]
-    return any(str(v or "").strip().upper() == LATIN1 for v in values)
 
 
 # --- building responses -------------------------------------------------------------------
@@ -404,10 +387,7 @@ def compile_response(request: Dataset) -> tuple[Filler, ...]:
 
 def answer(query: WorklistQuery, row: Row[Any]) -> Answer:
     """The response identifier for one row: every requested key, in the request's shape."""
-    elements = _build(query.fillers, row, query.options.zone)
-    charset = LATIN1 if query.wants_latin1 and _fits_latin1(elements) else UTF8
-    elements.append(Element(0x00080005, "CS", charset))
-    return Answer(charset, elements)
+    return answer_of(_build(query.fillers, row, query.options.zone), query.wants_latin1)
 
 
 def _build(fillers: tuple[Filler, ...], row: Row[Any], zone: ZoneInfo) -> list[Element]:
@@ -477,19 +457,3 @@ def _one_vr(vr: str) -> str:
 def _only(item: list[Element], keys: list[tuple[int, str]]) -> list[Element]:
     present = {element.tag: element for element in item}
     return [present.get(tag) or Element(tag, vr, None) for tag, vr in keys]
-
-
-def _fits_latin1(elements: list[Element]) -> bool:
-    for element in elements:
-        values = element.value if isinstance(element.value, list | tuple) else [element.value]
-        if element.vr == "SQ":
-            if not all(_fits_latin1(item) for item in values):
-                return False
-            continue
-        for value in values:
-            if isinstance(value, str):
-                try:
-                    value.encode("latin-1")
-                except UnicodeEncodeError:
-                    return False
-    return True
