@@ -197,6 +197,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MWL_MAX_ANSWERS", 500, _as_int(1, 100000), "most worklist items one C-FIND returns"),
     Setting("MWL_STATION_ROUTING", False, _as_bool, "a room's device sees only its room's steps"),
+    Setting("QR_MAX_ANSWERS", 10000, _as_int(1, 1000000), "most answers one archive query returns"),
     Setting("DEFAULT_LOCALE", "en", _as_locale, "language when neither user nor browser says"),
     Setting("LOG_LEVEL", "INFO", _as_log_level, "logging level"),
 )
