@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
@@ -423,7 +424,7 @@ def parse_viewport(text: str | None) -> Viewport | None:
     return Viewport(width, height, sx, sy, sw, sh)
 
 
-def parse_options(media_type: str, query: dict[str, str]) -> RenderOptions:
+def parse_options(media_type: str, query: Mapping[str, str]) -> RenderOptions:
     """RenderOptions from a request's query parameters (``annotation`` is ignored)."""
     return RenderOptions(
         media_type=media_type,
