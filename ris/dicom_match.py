@@ -100,6 +100,9 @@ class dicom_like(FunctionElement[bool]):  # noqa: N801 - an SQL function, named 
     type = Boolean()
     inherit_cache = True
     name = "dicom_like"
+    # A condition in itself: without this SQLite gets "(x GLOB ?) = 1", which its planner
+    # cannot serve from an index (a prefix pattern then reads the whole table).
+    _is_implicitly_boolean = True
 
 
 @compiles(dicom_like)
