@@ -101,12 +101,16 @@ class Viewport:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How to render: media type, window, viewport and JPEG quality (1..100)."""
+    """How to render: media type, window, viewport and JPEG quality (1..100).
+
+    ``region`` is WADO-URI's (PS3.18 9.5.1.2.5): xmin, ymin, xmax, ymax as fractions of
+    the image, cut before the viewport; WADO-RS names its region in the viewport."""
 
     media_type: str = JPEG
     window: Window | None = None
     viewport: Viewport | None = None
     quality: int = DEFAULT_QUALITY
+    region: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def render_instance(
     check_frame(header, frame)
     pixels = decode_frame(path, frame)
     image = to_image(pixels, frame_header(header, frame), options.window)
-    image = fit_viewport(image, options.viewport)
+    image = fit_viewport(fractional_region(image, options.region), options.viewport)
     return RenderedImage(encode(image, options), options.media_type)
 
 
@@ -227,7 +231,7 @@ def grayscale(pixels: np.ndarray, header: Dataset, window: Window | None) -> np.
         return to_uint8(apply_window(values, window))
     if "VOILUTSequence" in header:
         return voi_lut_values(values, header)
-    return to_uint8(apply_window(values, frame_range_window(values)))
+    return to_uint8(apply_window(values, frame_range_window(values, pixels, header)))
 
 
 def modality_values(pixels: np.ndarray, header: Dataset) -> np.ndarray:
@@ -272,11 +276,26 @@ def first_value(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def frame_range_window(values: np.ndarray) -> Window:
-    """A linear window over the frame's own range, for files that carry none."""
+def frame_range_window(values: np.ndarray, pixels: np.ndarray, header: Dataset) -> Window:
+    """A linear window over the frame's own range, for files that carry none; padding
+    (Pixel Padding Value, up to its Range Limit: PS3.3 C.7.5.1.1.2) is left out."""
+    padding = padding_mask(pixels, header)
+    if padding is not None and not padding.all():
+        values = values[~padding]
     low, high = float(values.min()), float(values.max())
     width = max(high - low, 0) + 1
     return Window(low + width / 2, width, "LINEAR")
+
+
+def padding_mask(pixels: np.ndarray, header: Dataset) -> np.ndarray | None:
+    """Where the stored values are padding, or None when the file declares none."""
+    first = first_value(header.get("PixelPaddingValue"))
+    if first is None:
+        return None
+    limit = first_value(header.get("PixelPaddingRangeLimit"))
+    if limit is None:
+        return pixels == first
+    return (pixels >= min(first, limit)) & (pixels <= max(first, limit))
 
 
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
@@ -319,6 +338,21 @@ def colour(pixels: np.ndarray, header: Dataset) -> np.ndarray:
 
 
 # --- Region, viewport and encoding ------------------------------------------------------
+
+
+def fractional_region(
+    image: Image.Image, region: tuple[float, float, float, float] | None
+) -> Image.Image:
+    """The WADO-URI region (fractions xmin, ymin, xmax, ymax) of ``image``."""
+    if region is None:
+        return image
+    columns, rows = image.size
+    xmin, ymin, xmax, ymax = region
+    box = (math.floor(xmin * columns), math.floor(ymin * rows),
+           math.ceil(xmax * columns), math.ceil(ymax * rows))  # fmt: skip
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise InvalidRenderParameter("region: the region holds no pixel")
+    return image.crop(box)
 
 
 def fit_viewport(image: Image.Image, viewport: Viewport | None) -> Image.Image:
@@ -422,6 +456,19 @@ def parse_viewport(text: str | None) -> Viewport | None:
     if sx < 0 or sy < 0 or sw == 0 or sh == 0:
         raise InvalidRenderParameter("viewport: sx, sy must be >= 0 and sw, sh non-zero")
     return Viewport(width, height, sx, sy, sw, sh)
+
+
+def parse_region(text: str | None) -> tuple[float, float, float, float] | None:
+    """WADO-URI ``region=xmin,ymin,xmax,ymax``, fractions from 0.0 to 1.0 (PS3.18 9.5.1.2.5)."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise InvalidRenderParameter("region must be xmin,ymin,xmax,ymax")
+    xmin, ymin, xmax, ymax = (_number(part.strip(), "region") for part in parts)
+    if not (0 <= xmin < xmax <= 1 and 0 <= ymin < ymax <= 1):
+        raise InvalidRenderParameter("region must hold fractions with xmin < xmax, ymin < ymax")
+    return xmin, ymin, xmax, ymax
 
 
 def parse_options(media_type: str, query: Mapping[str, str]) -> RenderOptions:

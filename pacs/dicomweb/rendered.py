@@ -108,11 +108,24 @@ def _refused(status: int, reason: str) -> tuple[Response, int]:
 
 
 def _thumbnail(db: Session, target: Target, options: RenderOptions) -> Response:
-    study, chosen = representative_instance(db, target)
+    study, candidates = thumbnail_candidates(db, target)
     frame = target.frames[0] if target.frames else 1
-    image = rendering.render_instance(stored_path(chosen), frame, options)
+    image = first_rendering([(stored_path(found), frame) for found in candidates], options)
     _audit(db, "dicomweb.thumbnail.view", study, target, 1)
     return Response(image.data, mimetype=image.media_type)
+
+
+def first_rendering(
+    candidates: Sequence[tuple[Path, int]], options: RenderOptions
+) -> rendering.RenderedImage:
+    """The first candidate that renders; when none does, the first one's error."""
+    first_error: RenderError | None = None
+    for path, frame in candidates:
+        try:
+            return rendering.render_instance(path, frame, options)
+        except (rendering.NotRenderable, rendering.DecodeFailed) as error:
+            first_error = first_error or error
+    raise first_error or RenderRequestError(404, "nothing to render")
 
 
 def _rendered(db: Session, target: Target, options: RenderOptions) -> Response:
@@ -233,14 +246,14 @@ def instances_of(db: Session, target: Target) -> tuple[Study, list[Instance]]:
     return study, found
 
 
-def representative_instance(db: Session, target: Target) -> tuple[Study, Instance]:
-    """The instance a thumbnail shows: the one named, else the middle instance of the named
-    series, else of the study's first series."""
+def thumbnail_candidates(db: Session, target: Target) -> tuple[Study, list[Instance]]:
+    """The instances a thumbnail may show, best first: the one named, else the middle
+    instance of each series in series order (a study's SR or KO series is passed over)."""
     study, found = instances_of(db, target)
-    if target.instance is None:
-        first_series = found[0].series_fk
-        found = [instance for instance in found if instance.series_fk == first_series]
-    return study, found[(len(found) - 1) // 2]
+    by_series: dict[int, list[Instance]] = {}
+    for instance in found:
+        by_series.setdefault(instance.series_fk, []).append(instance)
+    return study, [series[(len(series) - 1) // 2] for series in by_series.values()]
 
 
 def _named(target: Target) -> str:

@@ -34,6 +34,7 @@ from pacs.rendering import (
     Viewport,
     Window,
     parse_options,
+    parse_region,
     parse_viewport,
     parse_window,
     render_instance,
@@ -141,6 +142,12 @@ def test_without_a_window_the_frame_range_is_shown(tmp_path: Path) -> None:
     assert rendered(path)[0].tolist() == [0, 128, 255]
 
 
+def test_padding_is_left_out_of_the_frame_range(tmp_path: Path) -> None:
+    pixels = np.array([[0, 1000, 1100, 1200]] * 2, dtype=np.uint16)  # 0: outside the body
+    path = image_file(tmp_path / "p.dcm", pixels, PixelPaddingValue=0)
+    assert rendered(path)[0].tolist() == [0, 0, 128, 255]
+
+
 def test_a_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
     lut = Dataset()
     lut.LUTDescriptor = [4, 0, 8]  # 4 entries from stored value 0, 8-bit output
@@ -213,6 +220,18 @@ def test_the_source_region_is_cut_then_scaled_and_may_flip(tmp_path: Path) -> No
     assert flipped[0, 0] == 255 and flipped[0, 7] == 0
     with pytest.raises(InvalidRenderParameter, match="outside the image"):
         render_instance(path, 1, RenderOptions(viewport=parse_viewport("8,8,20,20,4,4")))
+
+
+def test_a_wado_uri_region_is_cut_before_the_viewport(tmp_path: Path) -> None:
+    pixels = np.zeros((8, 8), dtype=np.uint16)
+    pixels[4:, 4:] = 4095  # the bottom right quarter white
+    path = image_file(tmp_path / "q.dcm", pixels, WindowCenter="2048", WindowWidth="4096")
+    quarter = parse_region("0.5,0.5,1,1")
+    shown = rendered(path, region=quarter, viewport=Viewport(16, 16))
+    assert shown.shape == (16, 16) and (shown == 255).all()
+    for bad in ("0.5,0.5,0.2,1", "0,0,1", "0,0,1,1.5"):
+        with pytest.raises(InvalidRenderParameter, match="region"):
+            parse_region(bad)
 
 
 def test_jpeg_is_the_default_and_quality_is_honoured(tmp_path: Path) -> None:

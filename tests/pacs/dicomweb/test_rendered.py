@@ -207,17 +207,33 @@ def test_unknown_uids_and_frames_are_404(reader: FlaskClient, study: dict) -> No
     assert bad_frames.status_code == 400 and "frame" in reason(bad_frames)
 
 
-def test_an_instance_without_pixels_is_406(app: Flask, reader: FlaskClient) -> None:
-    ds = make_dataset()
+def store_without_pixels(app: Flask, **fields: object) -> dict[str, str]:
+    """A stored instance without pixels (as an SR or a KO is), in series number 1."""
+    ds = make_dataset(SeriesNumber=1, **fields)  # type: ignore[arg-type]
     for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit"):
         delattr(ds, keyword)
     root = storage.archive_root(app.config["DATA_DIR"])
     with transaction(app) as db:
         storage.store_instance(db, root, received(ds), zone=site_of(app).zone)
-    uids = {"study": ds.StudyInstanceUID, "s": ds.SeriesInstanceUID, "i": ds.SOPInstanceUID}
+    return {"study": ds.StudyInstanceUID, "s": ds.SeriesInstanceUID, "i": ds.SOPInstanceUID}
+
+
+def test_an_instance_without_pixels_is_406(app: Flask, reader: FlaskClient) -> None:
+    uids = store_without_pixels(app)
     response = reader.get(url(uids, "s", "i"))
     assert response.status_code == 406 and "no image pixel data" in reason(response)
     assert reader.get(url(uids)).status_code == 406
+    assert reader.get(url(uids, tail="thumbnail")).status_code == 406
+
+
+def test_a_study_thumbnail_passes_over_a_series_without_pixels(
+    app: Flask, reader: FlaskClient
+) -> None:
+    uids = store_without_pixels(app)
+    store(app, np.full((8, 8), 4095), study=uids["study"], SeriesNumber=2)
+    response = reader.get(url(uids, tail="thumbnail"), headers={"Accept": "image/png"})
+    assert response.status_code == 200
+    assert (image(response.data, "PNG") == 255).all()
 
 
 # --- Access and audit ---------------------------------------------------------------------
