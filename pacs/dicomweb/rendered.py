@@ -25,7 +25,7 @@ from pacs import rendering
 from pacs.dicomweb import blueprint
 from pacs.models import Instance, Series, Study
 from pacs.rendering import MEDIA_TYPES, RenderError, RenderOptions
-from pacs.storage import archive_root
+from pacs.storage import archive_root, valid_uid
 from ris import audit
 from ris.auth import IMAGE_READERS, current_actor, roles
 from ris.db import get_db
@@ -93,6 +93,7 @@ def _answer(
         media_type = negotiate(request.args.get("accept"), request.headers.get("Accept"))
         options = rendering.parse_options(media_type, request.args)
         target = Target(study, series, instance, parse_frames(frames))
+        check_uids(target)
         if thumbnail:
             return _thumbnail(get_db(), target, rendering.thumbnail_options(options))
         return _rendered(get_db(), target, options)
@@ -111,7 +112,7 @@ def _thumbnail(db: Session, target: Target, options: RenderOptions) -> Response:
     study, candidates = thumbnail_candidates(db, target)
     frame = target.frames[0] if target.frames else 1
     image = first_rendering([(stored_path(found), frame) for found in candidates], options)
-    _audit(db, "dicomweb.thumbnail.view", study, target, 1)
+    _audit(db, "thumbnail", study, target, 1)
     return Response(image.data, mimetype=image.media_type)
 
 
@@ -134,7 +135,7 @@ def _rendered(db: Session, target: Target, options: RenderOptions) -> Response:
         frames = target.frames or (1,)
         if len(frames) == 1:
             image = rendering.render_instance(stored_path(instances[0]), frames[0], options)
-            _audit(db, "dicomweb.rendered.view", study, target, 1)
+            _audit(db, "rendered", study, target, 1)
             return Response(image.data, mimetype=image.media_type)
         header = rendering.read_image_header(stored_path(instances[0]))
         for frame in frames:  # every frame asked for must exist before the stream starts
@@ -143,16 +144,17 @@ def _rendered(db: Session, target: Target, options: RenderOptions) -> Response:
     else:
         parts = [(stored_path(found), 1) for found in instances]
     stream = multipart(parts, options)
-    _audit(db, "dicomweb.rendered.view", study, target, len(parts))
+    _audit(db, "rendered", study, target, len(parts))
     return stream
 
 
-def _audit(db: Session, action: str, study: Study, target: Target, images: int) -> None:
+def _audit(db: Session, what: str, study: Study, target: Target, images: int) -> None:
+    """One event per request, as every DICOMweb retrieval records: who saw which study."""
     detail = {key: value for key, value in {
-        "series": target.series, "instance": target.instance,
-        "frames": list(target.frames) or None, "images": images,
+        "what": what, "path": request.path, "series": target.series,
+        "instance": target.instance, "frames": list(target.frames) or None, "images": images,
     }.items() if value is not None}  # fmt: skip
-    audit.record(db, current_actor(), action, object_type="study",
+    audit.record(db, current_actor(), "dicomweb.retrieve", object_type="study",
                  object_id=study.study_instance_uid, patient_id=study.ris_patient_id,
                  detail=detail)  # fmt: skip
     db.commit()
@@ -219,6 +221,14 @@ def parse_frames(text: str | None) -> tuple[int, ...]:
 
 
 # --- What the request names ----------------------------------------------------------------
+
+
+def check_uids(target: Target) -> None:
+    """400 for a path segment that is not a UID (PS3.5 9.1), before any query."""
+    named = (("Study", target.study), ("Series", target.series), ("SOP", target.instance))
+    for level, uid in named:
+        if uid is not None and not valid_uid(uid):
+            raise RenderRequestError(400, f"{level} Instance UID {uid[:70]!r} is not a valid UID")
 
 
 def find_study(db: Session, study_uid: str) -> Study:

@@ -386,3 +386,19 @@ def read_syntax(path: Path) -> str:
 
     meta: FileMetaDataset = dcmread(path, stop_before_pixels=True).file_meta
     return str(meta.TransferSyntaxUID)
+
+
+def test_one_frame_is_read_not_the_whole_pixel_data(tmp_path: Path) -> None:
+    import tracemalloc
+
+    frames = np.random.default_rng(3).integers(0, 4096, (60, 256, 256), dtype=np.uint16)
+    path = image_file(tmp_path / "big.dcm", frames)
+    packed = dcmtk_compress("dcmcjpeg", (), path, tmp_path / "big-jpeg.dcm")
+    for source in (path, packed):
+        tracemalloc.start()
+        try:
+            render_instance(source, 30)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < frames.nbytes / 4  # 7.9 MB of pixel data; a frame is 128 KB

@@ -205,6 +205,8 @@ def test_unknown_uids_and_frames_are_404(reader: FlaskClient, study: dict) -> No
         assert reason(response)
     bad_frames = reader.get(url(study, "mf", "mf1", "frames/one/rendered"))
     assert bad_frames.status_code == 400 and "frame" in reason(bad_frames)
+    not_a_uid = reader.get(url({**study, "x": "1.2.abc"}, "x", tail="thumbnail"))
+    assert not_a_uid.status_code == 400 and "not a valid UID" in reason(not_a_uid)
 
 
 def store_without_pixels(app: Flask, **fields: object) -> dict[str, str]:
@@ -254,17 +256,16 @@ def test_every_request_is_audited_once(app: Flask, reader: FlaskClient, study: d
     reader.get(url(study, "mf")).get_data()
     with transaction(app) as db:
         events = db.scalars(
-            select(AuditEvent).where(AuditEvent.action.startswith("dicomweb."))
+            select(AuditEvent).where(AuditEvent.action == "dicomweb.retrieve")
             .order_by(AuditEvent.id)
         ).all()  # fmt: skip
         seen = [(e.action, e.object_id, json.loads(e.detail or "{}")) for e in events]
-    assert [(action, object_id) for action, object_id, _ in seen] == [
-        ("dicomweb.rendered.view", study["study"]),
-        ("dicomweb.thumbnail.view", study["study"]),
-        ("dicomweb.rendered.view", study["study"]),
-    ]
-    assert seen[0][2] == {"series": study["ct"], "instance": study["ct1"], "images": 1}
-    assert seen[2][2] == {"series": study["mf"], "images": 1}
+    assert [(object_id, detail["what"]) for _, object_id, detail in seen] == [
+        (study["study"], "rendered"), (study["study"], "thumbnail"), (study["study"], "rendered"),
+    ]  # fmt: skip
+    assert seen[0][2] == {"what": "rendered", "path": url(study, "ct", "ct1"),
+                          "series": study["ct"], "instance": study["ct1"], "images": 1}  # fmt: skip
+    assert seen[2][2]["series"] == study["mf"] and seen[2][2]["images"] == 1
 
 
 # --- A real client against the web door -----------------------------------------------------
