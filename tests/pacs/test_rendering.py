@@ -177,6 +177,33 @@ def test_ybr_full_is_converted_to_rgb(tmp_path: Path) -> None:
     assert np.abs(rendered(path) - colour_pixels()).max() <= 2
 
 
+def test_native_ybr_full_422_is_upsampled_and_converted(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 8, 3), dtype=np.uint8)
+    rgb[:, :4], rgb[:, 4:] = [255, 0, 0], [0, 0, 255]
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL").astype(int)
+    cb, cr = (ybr[..., k].reshape(4, 4, 2).mean(axis=2).round() for k in (1, 2))
+    packed = np.stack([ybr[:, 0::2, 0], ybr[:, 1::2, 0], cb, cr], axis=-1)  # Y1 Y2 Cb Cr
+    ds = make_dataset(rows=4, PixelData=packed.astype(np.uint8).tobytes())
+    ds.Columns, ds.SamplesPerPixel, ds.PlanarConfiguration = 8, 3, 0
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    write_part10(ds, tmp_path / "422.dcm")
+    assert np.abs(rendered(tmp_path / "422.dcm") - rgb).max() <= 2
+
+
+def test_palette_color_is_looked_up(tmp_path: Path) -> None:
+    ds = make_dataset(rows=2, PixelData=np.tile(np.arange(256, dtype=np.uint8), 2).tobytes())
+    ds.Columns, ds.PhotometricInterpretation = 256, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ramp16 = np.arange(256, dtype=np.uint16) * 257
+    for colour, lut in (("Red", ramp16), ("Green", 0 * ramp16), ("Blue", ramp16[::-1])):
+        ds.add_new(f"{colour}PaletteColorLookupTableDescriptor", "US", [256, 0, 16])
+        ds.add_new(f"{colour}PaletteColorLookupTableData", "OW", lut.tobytes())
+    write_part10(ds, tmp_path / "palette.dcm")
+    shown = rendered(tmp_path / "palette.dcm")
+    assert shown[0, 1].tolist() == [1, 0, 254] and shown[1, 255].tolist() == [255, 0, 0]
+
+
 # --- Frames, viewport, encodings ----------------------------------------------------------
 
 
