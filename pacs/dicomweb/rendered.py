@@ -4,7 +4,8 @@
 multipart of images when several frames are asked for; of a series or a study, a
 ``multipart/related`` stream with one rendering (the first frame) of every instance that has
 pixels, in series and instance number order. ``/thumbnail`` answers one small image of a
-representative instance: the middle instance of the series (of the study's first series).
+representative instance: the middle instance of the series (of the study's first series
+that renders).
 The media type is chosen by the ``accept`` query parameter or the ``Accept`` header (JPEG
 for ``*/*``); the pixels are made by :mod:`pacs.rendering`.
 """
@@ -292,25 +293,29 @@ def multipart(parts: Sequence[tuple[Path, int]], options: RenderOptions) -> Resp
 
     The first image is made before answering, so that a series with nothing renderable is
     refused with its reason; later instances that cannot be rendered are left out."""
-    renderings = _renderings(parts, options)
+    errors: list[RenderError] = []
+    renderings = _renderings(parts, options, errors)
     first = next(renderings, None)
     if first is None:
-        path, frame = parts[0]
-        rendering.render_instance(path, frame, options)  # raises the reason
-        raise RenderRequestError(406, "nothing in the resource can be rendered")
+        raise errors[0]  # parts is never empty: a 404 came before
     boundary = uuid.uuid4().hex
     content_type = f'multipart/related; type="{options.media_type}"; boundary={boundary}'
     body = _multipart_body(first, renderings, options.media_type, boundary)
     return Response(body, content_type=content_type)
 
 
-def _renderings(parts: Sequence[tuple[Path, int]], options: RenderOptions) -> Iterator[bytes]:
+def _renderings(
+    parts: Sequence[tuple[Path, int]], options: RenderOptions, errors: list[RenderError]
+) -> Iterator[bytes]:
+    """Each part rendered in turn; those that cannot be are left out, their errors kept."""
     for path, frame in parts:
         try:
             yield rendering.render_instance(path, frame, options).data
         except RenderError as error:
-            logger.info("Left %s frame %d out of a rendered answer: %s", path.name, frame,
-                        error.reason)  # fmt: skip
+            errors.append(error)
+            level = logging.INFO if isinstance(error, rendering.NotRenderable) else logging.WARNING
+            logger.log(level, "Left %s frame %d out of a rendered answer: %s", path.name, frame,
+                       error.reason)  # fmt: skip
 
 
 def _multipart_body(

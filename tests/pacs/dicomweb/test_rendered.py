@@ -321,3 +321,12 @@ def test_dicomweb_client_retrieves_rendered_images(
     series = session.get(f"{base}{BASE}/studies/{uids['study']}/series/{uids['ct']}/rendered",
                          headers={"Accept": 'multipart/related; type="image/jpeg"'})  # fmt: skip
     assert len(parts(series.headers["Content-Type"], series.content)) == 2
+
+
+def test_a_series_rendering_leaves_out_what_has_no_pixels(app: Flask, reader: FlaskClient) -> None:
+    uids = store_without_pixels(app, number=1)
+    store(app, np.full((8, 8), 0), study=uids["study"], series=uids["s"], number=2)
+    response = reader.get(url(uids, "s"), headers={"Accept": "image/png"})
+    assert response.status_code == 200
+    found = parts(response.content_type, response.data)
+    assert len(found) == 1 and (image(found[0][1], "PNG") == 0).all()
