@@ -22,7 +22,7 @@ from flask import Response, current_app, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pacs import rendering
+from pacs import rendering, rendering_params
 from pacs.dicomweb import blueprint
 from pacs.models import Instance, Series, Study
 from pacs.rendering import MEDIA_TYPES, RenderError, RenderOptions
@@ -92,7 +92,7 @@ def _answer(
 ) -> Response | tuple[Response, int]:
     try:
         media_type = negotiate(request.args.get("accept"), request.headers.get("Accept"))
-        options = rendering.parse_options(media_type, request.args)
+        options = rendering_params.parse_options(media_type, request.args)
         target = Target(study, series, instance, parse_frames(frames))
         check_uids(target)
         if thumbnail:

@@ -33,13 +33,10 @@ from pacs.rendering import (
     RenderOptions,
     Viewport,
     Window,
-    parse_options,
-    parse_region,
-    parse_viewport,
-    parse_window,
     render_instance,
     thumbnail_options,
 )
+from pacs.rendering_params import parse_options, parse_region, parse_viewport, parse_window
 from tests.conftest import require_tool
 from tests.pacs.dicom_data import make_dataset, write_part10
 
