@@ -14,11 +14,13 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
 
@@ -395,6 +397,22 @@ def test_lossy_jpeg_files_render_close_to_the_original(
     target = dcmtk_compress("dcmcjpeg", options, source, tmp_path / "lossy.dcm")
     assert read_syntax(target) == syntax
     assert np.abs(rendered(target) - rendered(source)).mean() < 4
+
+
+def test_near_lossless_jpeg_ls_and_lossy_jpeg_2000_render_close_to_the_original(
+    tmp_path: Path,
+) -> None:
+    pixels = np.tile(ramp(64), (16, 1))
+    source = image_file(tmp_path / "plain.dcm", pixels, WindowCenter="2048", WindowWidth="4096")
+    near = dcmtk_compress("dcmcjpls", ("+en",), source, tmp_path / "near.dcm")
+    assert read_syntax(near) == JPEGLSNearLossless
+    from pydicom import dcmread
+
+    lossy = dcmread(source)
+    lossy.compress(JPEG2000, j2k_cr=[20])  # a compression ratio of 20
+    lossy.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    for target in (near, tmp_path / "j2k.dcm"):
+        assert np.abs(rendered(target) - rendered(source)).max() <= 2
 
 
 def test_rgb_jpeg_baseline_in_ybr_full_422_renders_as_rgb(tmp_path: Path) -> None:
