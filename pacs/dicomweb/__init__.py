@@ -15,3 +15,5 @@ bp = blueprint  # the name ris.app registers every blueprint by
 # Route modules (each adds its routes to ``blueprint``), one line each.
 from pacs.dicomweb import rendered  # noqa: E402,F401,I001 (one line per module)
 from pacs.dicomweb import wado  # noqa: E402,F401
+from pacs.dicomweb import stow  # noqa: E402,F401
+from pacs.dicomweb import wado_uri  # noqa: E402,F401
