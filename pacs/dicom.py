@@ -140,6 +140,10 @@ SERVICES = [
     DicomService(
         STORAGE_SOP_CLASSES,
         {evt.EVT_C_STORE: handle_store},
+        # A C-GET requestor proposes these contexts with the SCP role (PS3.4 C.4.3.1):
+        # accepting it lets the archive send the instances back as Storage SCU.
+        scu_role=True,
+        scp_role=True,
         transfer_syntaxes=STORAGE_TRANSFER_SYNTAXES,
     ),  # fmt: skip
     *QUERY,

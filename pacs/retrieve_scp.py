@@ -1,7 +1,449 @@
-"""DICOM services of the archive, listed in :data:`SERVICES` for :mod:`pacs.dicom`."""
+"""The archive's retrieve services: C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3; IHE RAD-16),
+Patient Root and Study Root, every level, listed in :data:`SERVICES` for :mod:`pacs.dicom`.
+
+Each retrieve selects its instances once (:func:`pacs.retrieve.select_instances`), then sends
+every stored file as stored: a C-MOVE over its own association to the destination
+(:mod:`pacs.store_scu`), a C-GET over the requesting association. A Pending response with
+the sub-operation counts follows each sub-operation; the final response is Success, Warning
+0xB000 (some failed, FailedSOPInstanceUIDList), Failure 0xA702 (all failed) or Cancel 0xFE00.
+
+pynetdicom drives C-MOVE and C-GET from a generator handler, sends each yielded Dataset
+itself (decoded, re-encoded) and counts the outcomes itself. Placa sends files, so the
+handler performs the whole retrieve and then yields what makes pynetdicom answer at once
+(no destination, no sub-operations); that one answer is replaced by Placa's final response
+(:func:`_answer_with`).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from flask import Flask
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import dsutils, evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from pacs.retrieve import (
+    MOVE_DESTINATION_UNKNOWN,
+    OUT_OF_RESOURCES_SUBOPERATIONS,
+    UNABLE_TO_PROCESS,
+    Counts,
+    Retrievable,
+    RetrieveRefused,
+    Selection,
+    find_destination,
+    record_retrieve,
+    select_instances,
+)
+from pacs.storage import archive_root
+from pacs.store_scu import (
+    CONVERTIBLE,
+    UNCOMPRESSED,
+    PeerError,
+    StoreAssociation,
+    converted,
+    dataset_offset,
+    proposals,
+)
+from ris.audit import Actor
+from ris.db import read_only, transaction
 from ris.dicom_door import DicomService
 
-SERVICES: list[DicomService] = []
+logger = logging.getLogger(__name__)
+
+PENDING, SUCCESS, WARNING, CANCEL = 0xFF00, 0x0000, 0xB000, 0xFE00
+STORE_TIMEOUT = 60  # seconds a destination may take to connect or to answer one C-STORE
+
+Response = C_MOVE | C_GET
+
+
+@dataclass
+class Retrieve:
+    """One C-MOVE or C-GET being answered."""
+
+    event: Event
+    app: Flask
+    operation: str  # "C-MOVE" or "C-GET"
+
+    @property
+    def calling_ae(self) -> str:
+        return str(self.event.assoc.requestor.ae_title).strip()
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.dicom(self.calling_ae, self.event.assoc.requestor.address)
+
+    def response(self, status: int) -> Response:
+        request = self.event.request
+        rsp = C_MOVE() if self.operation == "C-MOVE" else C_GET()
+        rsp.MessageIDBeingRespondedTo = request.MessageID
+        rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+        rsp.Status = status
+        return rsp
+
+    def refused(self, refusal: RetrieveRefused) -> Response:
+        logger.warning(
+            "%s from %s refused (0x%04X): %s",
+            self.operation,
+            self.calling_ae,
+            refusal.status,
+            refusal.comment,
+        )
+        rsp = self.response(refusal.status)
+        rsp.ErrorComment = refusal.comment
+        return rsp
+
+    def counted(self, status: int, counts: Counts, *, remaining: bool) -> Response:
+        rsp = self.response(status)
+        if remaining:
+            rsp.NumberOfRemainingSuboperations = counts.remaining
+        rsp.NumberOfCompletedSuboperations = counts.completed
+        rsp.NumberOfFailedSuboperations = counts.failed
+        rsp.NumberOfWarningSuboperations = counts.warning
+        return rsp
+
+    def pending(self, counts: Counts) -> None:
+        self.event.assoc.dimse.send_msg(
+            self.counted(PENDING, counts, remaining=True), self.event.context.context_id
+        )
+
+    def final(self, counts: Counts, cancelled: bool) -> Response:
+        if cancelled:
+            status = CANCEL
+        elif not counts.failed and not counts.warning:
+            status = SUCCESS
+        elif not counts.completed and not counts.warning:
+            status = OUT_OF_RESOURCES_SUBOPERATIONS  # every sub-operation failed
+        else:
+            status = WARNING
+        rsp = self.counted(status, counts, remaining=cancelled)
+        if counts.failed_uids or status != SUCCESS:
+            rsp.Identifier = BytesIO(self.failed_list(counts.failed_uids))
+        return rsp
+
+    def failed_list(self, uids: list[str]) -> bytes:
+        ds = Dataset()
+        ds.FailedSOPInstanceUIDList = uids
+        syntax = UID(self.event.context.transfer_syntax)
+        data = dsutils.encode(
+            ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+        return data or b""
+
+    def select(self) -> Selection:
+        try:
+            identifier = self.event.identifier
+            with read_only(self.app) as db:
+                return select_instances(
+                    db,
+                    identifier,
+                    str(self.event.request.AffectedSOPClassUID),
+                    archive_root(self.app.config["DATA_DIR"]),
+                )
+        except RetrieveRefused:
+            raise
+        except Exception as exc:  # an undecodable identifier, a database down
+            logger.exception(
+                "%s from %s: cannot select the instances", self.operation, self.calling_ae
+            )
+            raise RetrieveRefused(
+                UNABLE_TO_PROCESS, f"cannot select the instances: {exc}"
+            ) from None
+
+    def audit(
+        self, selection: Selection, counts: Counts, destination: str, cancelled: bool
+    ) -> None:
+        if cancelled:
+            outcome = "cancelled"
+        elif counts.failed:
+            outcome = "failure" if not counts.completed else "partial"
+        else:
+            outcome = "success"
+        try:
+            with transaction(self.app) as db:
+                record_retrieve(
+                    db,
+                    self.actor,
+                    self.operation,
+                    selection,
+                    counts,
+                    destination=destination,
+                    outcome=outcome,
+                )
+        except Exception:
+            logger.exception(
+                "%s from %s: the audit event could not be written", self.operation, self.calling_ae
+            )
+
+
+# ------------------------------------------------------------------------- the handlers
+
+
+def handle_move(event: Event, app: Flask) -> Iterator[Any]:
+    """C-MOVE: send the selected instances to the Move Destination, a registered AE."""
+    _answer_with(event, _move(Retrieve(event, app, "C-MOVE")))
+    _ANSWERED.done = True
+    yield None, None  # pynetdicom answers "no destination" at once: replaced by ours
+
+
+class _AnsweredFilter(logging.Filter):
+    """Drops pynetdicom's "Unknown Move Destination" error for a move Placa has answered
+    (the handler's last yield names no destination on purpose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_ANSWERED, "done", False) and "Unknown Move Destination" in record.getMessage():
+            _ANSWERED.done = False
+            return False
+        return True
+
+
+_ANSWERED = threading.local()  # set on the association's thread between yield and answer
+logging.getLogger("pynetdicom.service_class").addFilter(_AnsweredFilter())
+
+
+def handle_get(event: Event, app: Flask) -> Iterator[Any]:
+    """C-GET: send the selected instances back over the requesting association."""
+    _answer_with(event, _get(Retrieve(event, app, "C-GET")))
+    yield 0  # pynetdicom answers "nothing to send" at once: replaced by ours
+
+
+def _answer_with(event: Event, final: Response) -> None:
+    """Make the one answer pynetdicom sends after the handler's last yield ours."""
+    dimse = event.assoc.dimse
+
+    def send_final(_theirs: object, context_id: int) -> None:
+        del dimse.send_msg  # back to the provider's own method for every later message
+        dimse.send_msg(final, context_id)
+
+    dimse.send_msg = send_final  # type: ignore[method-assign]
+
+
+def _move(retrieve: Retrieve) -> Response:
+    destination = str(retrieve.event.move_destination or "").strip()
+    try:
+        selection = retrieve.select()
+        with read_only(retrieve.app) as db:
+            host, port = find_destination(db, destination)
+    except RetrieveRefused as refusal:
+        return retrieve.refused(refusal)
+    counts = Counts(remaining=len(selection.instances))
+    if not selection.instances:
+        return retrieve.final(counts, cancelled=False)
+    contexts = proposals(
+        (item.sop_class_uid, item.transfer_syntax_uid) for item in selection.instances
+    )
+    try:
+        store = StoreAssociation.open(
+            host,
+            port,
+            calling_ae=retrieve.app.config["AE_TITLE"],
+            called_ae=destination,
+            contexts=contexts,
+            timeout=STORE_TIMEOUT,
+        )
+    except PeerError as exc:
+        return retrieve.refused(RetrieveRefused(MOVE_DESTINATION_UNKNOWN, exc.comment))
+    started = time.perf_counter()
+    request = retrieve.event.request
+    send = _move_sender(store, retrieve.calling_ae, int(request.MessageID))
+    try:
+        cancelled = _run(retrieve, selection, counts, send)
+    finally:
+        if store.broken:
+            store.abort()
+        else:
+            store.release()
+    _log_done(retrieve, counts, destination, started)
+    retrieve.audit(selection, counts, destination, cancelled)
+    return retrieve.final(counts, cancelled)
+
+
+def _get(retrieve: Retrieve) -> Response:
+    try:
+        selection = retrieve.select()
+    except RetrieveRefused as refusal:
+        return retrieve.refused(refusal)
+    counts = Counts(remaining=len(selection.instances))
+    started = time.perf_counter()
+    cancelled = _run(retrieve, selection, counts, _get_sender(retrieve.event))
+    _log_done(retrieve, counts, retrieve.calling_ae, started)
+    if selection.instances:
+        retrieve.audit(selection, counts, retrieve.calling_ae, cancelled)
+    return retrieve.final(counts, cancelled)
+
+
+Sender = Callable[[Retrievable, int], int]
+"""Sends one instance as the given sub-operation's message ID; returns its C-STORE status."""
+
+
+class Broken(Exception):
+    """The association the sub-operations use is gone: the rest cannot be sent."""
+
+
+def _run(retrieve: Retrieve, selection: Selection, counts: Counts, send: Sender) -> bool:
+    """Every sub-operation, a Pending response after each; True when cancelled."""
+    for number, item in enumerate(selection.instances, start=1):
+        if retrieve.event.is_cancelled:
+            logger.info(
+                "%s from %s cancelled after %d of %d",
+                retrieve.operation,
+                retrieve.calling_ae,
+                number - 1,
+                len(selection.instances),
+            )
+            return True
+        counts.remaining -= 1
+        try:
+            status = send(item, number % 0xFFFF or 1)
+        except Broken as exc:
+            logger.error("%s from %s: %s", retrieve.operation, retrieve.calling_ae, exc)
+            for lost in selection.instances[number - 1 :]:
+                counts.failed_uids.append(lost.sop_instance_uid)
+            counts.failed += counts.remaining + 1
+            counts.remaining = 0
+            return False
+        if status == SUCCESS:
+            counts.completed += 1
+        elif status & 0xF000 == 0xB000:  # the Storage warnings: coercion, elements discarded
+            counts.warning += 1
+        else:
+            counts.failed += 1
+            counts.failed_uids.append(item.sop_instance_uid)
+        if counts.remaining:
+            retrieve.pending(counts)
+    return False
+
+
+def _log_done(retrieve: Retrieve, counts: Counts, destination: str, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    logger.info(
+        "%s from %s to %s: %d completed, %d failed, %d warning in %.3f s",
+        retrieve.operation,
+        retrieve.calling_ae,
+        destination,
+        counts.completed,
+        counts.failed,
+        counts.warning,
+        elapsed,
+    )
+
+
+FILE_UNREADABLE = 0xA700  # counted as a failed sub-operation; never sent to the peer
+
+
+def _move_sender(store: StoreAssociation, originator: str, originator_id: int) -> Sender:
+    def send(item: Retrievable, message_id: int) -> int:
+        try:
+            reply = store.store(
+                item.path,
+                item.sop_class_uid,
+                item.sop_instance_uid,
+                item.transfer_syntax_uid,
+                message_id=message_id,
+                originator_ae=originator,
+                originator_message_id=originator_id,
+            )
+        except OSError as exc:
+            logger.error("C-MOVE: %s cannot be read (%s): not sent", item.path, exc)
+            return FILE_UNREADABLE
+        except PeerError as exc:
+            if store.broken:
+                raise Broken(exc.comment) from None
+            logger.warning("C-MOVE: %s not sent: %s", item.sop_instance_uid, exc.comment)
+            return FILE_UNREADABLE
+        if reply.status != SUCCESS:
+            logger.warning(
+                "C-MOVE: %s answered 0x%04X %s", item.sop_instance_uid, reply.status, reply.comment
+            )
+        return reply.status
+
+    return send
+
+
+def _get_sender(event: Event) -> Sender:
+    """C-STOREs on the requesting association, where the requestor accepted the Storage SCP
+    role: through pynetdicom's DIMSE provider, which also delivers a C-CANCEL meanwhile."""
+    assoc = event.assoc
+    contexts: dict[tuple[str, str], int] = {}
+    for context in assoc.accepted_contexts:
+        if context.as_scu:
+            syntax = str(context.transfer_syntax[0])
+            contexts.setdefault((str(context.abstract_syntax), syntax), int(context.context_id))
+
+    def send(item: Retrievable, message_id: int) -> int:
+        chosen = _context(contexts, item)
+        if chosen is None:
+            logger.warning(
+                "C-GET: %s not sent: the requestor accepted no context for %s in %s",
+                item.sop_instance_uid,
+                item.sop_class_uid,
+                item.transfer_syntax_uid,
+            )
+            return FILE_UNREADABLE
+        context_id, syntax = chosen
+        try:
+            data = _dataset_bytes(item, syntax)
+        except (OSError, PeerError) as exc:
+            logger.error("C-GET: %s cannot be read (%s): not sent", item.path, exc)
+            return FILE_UNREADABLE
+        request = C_STORE()
+        request.MessageID = message_id
+        request.AffectedSOPClassUID = item.sop_class_uid
+        request.AffectedSOPInstanceUID = item.sop_instance_uid
+        request.Priority = 0x0002
+        request.DataSet = BytesIO(data)
+        if not assoc.is_established:
+            raise Broken("the requestor ended the association")
+        assoc.dimse.send_msg(request, context_id)
+        _context_id, reply = assoc.dimse.get_msg(block=True)
+        if reply is None or getattr(reply, "Status", None) is None:
+            raise Broken("no C-STORE answer from the requestor")
+        return int(reply.Status)
+
+    return send
+
+
+def _context(contexts: dict[tuple[str, str], int], item: Retrievable) -> tuple[int, str] | None:
+    exact = contexts.get((item.sop_class_uid, item.transfer_syntax_uid))
+    if exact is not None:
+        return exact, item.transfer_syntax_uid
+    if item.transfer_syntax_uid in CONVERTIBLE:
+        for syntax in UNCOMPRESSED:
+            context = contexts.get((item.sop_class_uid, syntax))
+            if context is not None:
+                return context, syntax
+    return None
+
+
+def _dataset_bytes(item: Retrievable, syntax: str) -> bytes:
+    if syntax != item.transfer_syntax_uid:
+        return converted(item.path, syntax)
+    with open(item.path, "rb") as handle:
+        handle.seek(dataset_offset(handle))
+        return handle.read()
+
+
+SERVICES = [
+    DicomService(
+        (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove),
+        {evt.EVT_C_MOVE: handle_move},
+    ),
+    DicomService(
+        (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
+        {evt.EVT_C_GET: handle_get},
+    ),
+]
