@@ -34,10 +34,18 @@ def _send_hl7(app: Flask, _db: Session) -> None:
     send_due(app)
 
 
+def _send_commitment_reports(app: Flask, _db: Session) -> None:
+    # Like the HL7 sender: each report is claimed and recorded in its own transaction.
+    from pacs.commitment_scp import send_due_reports
+
+    send_due_reports(app)
+
+
 # (job id, function, trigger); later packages add their exports and retries here.
 JOBS: list[tuple[str, Job, Any]] = [
     ("close-stale-sessions", _close_stale_sessions, IntervalTrigger(minutes=5)),
     ("hl7-send", _send_hl7, IntervalTrigger(seconds=5)),
+    ("storage-commitment-reports", _send_commitment_reports, IntervalTrigger(seconds=10)),
 ]
 
 
