@@ -16,6 +16,7 @@ handler performs the whole retrieve and then yields what makes pynetdicom answer
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from flask import Flask
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import dsutils, evt
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
@@ -51,13 +52,18 @@ from pacs.retrieve import (
 )
 from pacs.storage import archive_root
 from pacs.store_scu import (
+    C_GET_RSP,
+    C_MOVE_RSP,
     CONVERTIBLE,
     UNCOMPRESSED,
     PeerError,
     StoreAssociation,
+    Wire,
     converted,
     dataset_offset,
     proposals,
+    retrieve_response,
+    store_command,
 )
 from ris.audit import Actor
 from ris.db import read_only, transaction
@@ -116,10 +122,23 @@ class Retrieve:
         rsp.NumberOfWarningSuboperations = counts.warning
         return rsp
 
+    @functools.cached_property
+    def wire(self) -> Wire:
+        """The requesting association's socket, written directly while the retrieve runs:
+        pynetdicom has nothing to send on it until the final response."""
+        assoc = self.event.assoc
+        return Wire(assoc.dul.socket.socket, int(assoc.requestor.maximum_length or 0))
+
     def pending(self, counts: Counts) -> None:
-        self.event.assoc.dimse.send_msg(
-            self.counted(PENDING, counts, remaining=True), self.event.context.context_id
-        )
+        """A Pending response (encoded here: through pynetdicom's encoder and DUL it costs
+        about as much as the sub-operation itself)."""
+        request = self.event.request
+        command_field = C_MOVE_RSP if self.operation == "C-MOVE" else C_GET_RSP
+        command = retrieve_response(
+            command_field, str(request.AffectedSOPClassUID), int(request.MessageID), PENDING,
+            counts.remaining, counts.completed, counts.failed, counts.warning,
+        )  # fmt: skip
+        self.wire.send_command(int(self.event.context.context_id), command)
 
     def final(self, counts: Counts, cancelled: bool) -> Response:
         if cancelled:
@@ -279,7 +298,7 @@ def _get(retrieve: Retrieve) -> Response:
         return retrieve.refused(refusal)
     counts = Counts(remaining=len(selection.instances))
     started = time.perf_counter()
-    cancelled = _run(retrieve, selection, counts, _get_sender(retrieve.event))
+    cancelled = _run(retrieve, selection, counts, _get_sender(retrieve))
     _log_done(retrieve, counts, retrieve.calling_ae, started)
     if selection.instances:
         retrieve.audit(selection, counts, retrieve.calling_ae, cancelled)
@@ -308,24 +327,35 @@ def _run(retrieve: Retrieve, selection: Selection, counts: Counts, send: Sender)
             return True
         counts.remaining -= 1
         try:
-            status = send(item, number % 0xFFFF or 1)
+            _tally(counts, item, send(item, number % 0xFFFF or 1))
         except Broken as exc:
-            logger.error("%s from %s: %s", retrieve.operation, retrieve.calling_ae, exc)
-            for lost in selection.instances[number - 1 :]:
-                counts.failed_uids.append(lost.sop_instance_uid)
-            counts.failed += counts.remaining + 1
-            counts.remaining = 0
+            _lost(retrieve, counts, selection.instances[number - 1 :], exc)
             return False
-        if status == SUCCESS:
-            counts.completed += 1
-        elif status & 0xF000 == 0xB000:  # the Storage warnings: coercion, elements discarded
-            counts.warning += 1
-        else:
-            counts.failed += 1
-            counts.failed_uids.append(item.sop_instance_uid)
-        if counts.remaining:
-            retrieve.pending(counts)
+        try:
+            if counts.remaining:
+                retrieve.pending(counts)
+        except PeerError as exc:  # the requestor is gone
+            _lost(retrieve, counts, selection.instances[number:], exc)
+            return False
     return False
+
+
+def _lost(retrieve: Retrieve, counts: Counts, unsent: list[Retrievable], exc: Exception) -> None:
+    """The association broke: what was not sent is failed."""
+    logger.error("%s from %s: %s", retrieve.operation, retrieve.calling_ae, exc)
+    counts.failed += len(unsent)
+    counts.failed_uids.extend(item.sop_instance_uid for item in unsent)
+    counts.remaining = 0
+
+
+def _tally(counts: Counts, item: Retrievable, status: int) -> None:
+    if status == SUCCESS:
+        counts.completed += 1
+    elif status & 0xF000 == 0xB000:  # the Storage warnings: coercion, elements discarded
+        counts.warning += 1
+    else:
+        counts.failed += 1
+        counts.failed_uids.append(item.sop_instance_uid)
 
 
 def _log_done(retrieve: Retrieve, counts: Counts, destination: str, started: float) -> None:
@@ -374,10 +404,11 @@ def _move_sender(store: StoreAssociation, originator: str, originator_id: int) -
     return send
 
 
-def _get_sender(event: Event) -> Sender:
+def _get_sender(retrieve: Retrieve) -> Sender:
     """C-STOREs on the requesting association, where the requestor accepted the Storage SCP
-    role: through pynetdicom's DIMSE provider, which also delivers a C-CANCEL meanwhile."""
-    assoc = event.assoc
+    role: written on its socket directly, answered through pynetdicom's DUL."""
+    assoc = retrieve.event.assoc
+    wire = retrieve.wire
     contexts: dict[tuple[str, str], int] = {}
     for context in assoc.accepted_contexts:
         if context.as_scu:
@@ -400,15 +431,15 @@ def _get_sender(event: Event) -> Sender:
         except (OSError, PeerError) as exc:
             logger.error("C-GET: %s cannot be read (%s): not sent", item.path, exc)
             return FILE_UNREADABLE
-        request = C_STORE()
-        request.MessageID = message_id
-        request.AffectedSOPClassUID = item.sop_class_uid
-        request.AffectedSOPInstanceUID = item.sop_instance_uid
-        request.Priority = 0x0002
-        request.DataSet = BytesIO(data)
         if not assoc.is_established:
             raise Broken("the requestor ended the association")
-        assoc.dimse.send_msg(request, context_id)
+        command = store_command(item.sop_class_uid, item.sop_instance_uid, message_id, "", None)
+        try:
+            wire.send_command(context_id, command)
+            wire.send_bytes(context_id, data)
+        except PeerError as exc:
+            raise Broken(exc.comment) from None
+        # pynetdicom's DUL reads the answer (and any C-CANCEL) for us.
         _context_id, reply = assoc.dimse.get_msg(block=True)
         if reply is None or getattr(reply, "Status", None) is None:
             raise Broken("no C-STORE answer from the requestor")

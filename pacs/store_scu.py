@@ -99,6 +99,61 @@ def proposals(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, tuple[str, ..
     return (exact + fallback)[:MAX_CONTEXTS]
 
 
+class Wire:
+    """Sends DIMSE messages as P-DATA-TF PDUs on a socket, with no DUL in between: a
+    command (implicit VR little endian) and a data set read straight from a file.
+
+    Whoever writes on a socket pynetdicom also owns must be its only writer meanwhile."""
+
+    def __init__(self, sock: socket.socket, peer_max_pdu: int) -> None:
+        self.sock = sock
+        # A PDV item takes 6 bytes of the PDU's length beside its fragment (PS3.8 9.3.5).
+        self.chunk = (peer_max_pdu - 6) if peer_max_pdu > 6 else UNLIMITED_CHUNK
+        self._buffer = bytearray(self.chunk)
+
+    def send_command(self, context: int, command: bytes) -> None:
+        self._sendall(
+            PDV_HEADER.pack(
+                P_DATA_TF_TYPE, len(command) + 6, len(command) + 2, context, COMMAND_LAST
+            )
+            + command
+        )
+
+    def send_file(self, context: int, handle: io.BufferedReader, offset: int) -> None:
+        remaining = os.fstat(handle.fileno()).st_size - offset
+        handle.seek(offset)
+        view = memoryview(self._buffer)
+        while True:
+            count = handle.readinto(view[: min(self.chunk, remaining)])
+            if count <= 0 and remaining > 0:
+                raise PeerError("the file ended early")
+            remaining -= count
+            self._send_pdv(context, DATA_LAST if remaining <= 0 else DATA, view[:count])
+            if remaining <= 0:
+                return
+
+    def send_bytes(self, context: int, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, max(len(data), 1), self.chunk):
+            last = start + self.chunk >= len(data)
+            self._send_pdv(context, DATA_LAST if last else DATA, view[start : start + self.chunk])
+
+    def _send_pdv(self, context: int, control: int, data: memoryview) -> None:
+        header = PDV_HEADER.pack(P_DATA_TF_TYPE, len(data) + 6, len(data) + 2, context, control)
+        try:
+            sent = self.sock.sendmsg([header, data])
+            if sent < len(header) + len(data):
+                self.sock.sendall((header + bytes(data))[sent:])
+        except OSError as exc:
+            raise PeerError(f"the destination closed the association: {exc}") from None
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise PeerError(f"the destination closed the association: {exc}") from None
+
+
 class StoreAssociation:
     """An established association on which this side is the Storage SCU."""
 
@@ -106,9 +161,8 @@ class StoreAssociation:
         self, sock: socket.socket, accepted: dict[int, tuple[str, str]], peer_max_pdu: int
     ) -> None:
         self.sock = sock
+        self.wire = Wire(sock, peer_max_pdu)
         self.accepted = accepted  # context ID -> (SOP class, transfer syntax)
-        self.chunk = (peer_max_pdu - 6) if peer_max_pdu > 6 else UNLIMITED_CHUNK
-        self._buffer = bytearray(self.chunk)
         self._by_pair = {pair: cx for cx, pair in accepted.items()}
         self.broken = False  # the association failed mid-way: only an abort is left
 
@@ -189,18 +243,18 @@ class StoreAssociation:
         if chosen is None:
             raise PeerError(f"the destination accepted no context for {sop_class} in {syntax}")
         context, target = chosen
-        command = _store_command(
+        command = store_command(
             sop_class, sop_instance, message_id, originator_ae, originator_message_id
         )
         with open(path, "rb") as handle:  # an unreadable file fails before anything is sent
             offset = dataset_offset(handle)
             data = None if target == syntax else converted(path, target)
             try:
-                self._send_command(context, command)
+                self.wire.send_command(context, command)
                 if data is None:
-                    self._send_file(context, handle, offset)
+                    self.wire.send_file(context, handle, offset)
                 else:
-                    self._send_bytes(context, data)
+                    self.wire.send_bytes(context, data)
                 return self._reply(message_id)
             except (OSError, PeerError) as exc:
                 self.broken = True  # part of a message is out: the association is unusable
@@ -227,50 +281,6 @@ class StoreAssociation:
             pass
         finally:
             _close(self.sock)
-
-    # ---------------------------------------------------------------- the wire
-
-    def _send_command(self, context: int, command: bytes) -> None:
-        self._sendall(
-            PDV_HEADER.pack(
-                P_DATA_TF_TYPE, len(command) + 6, len(command) + 2, context, COMMAND_LAST
-            )
-            + command
-        )
-
-    def _send_file(self, context: int, handle: io.BufferedReader, offset: int) -> None:
-        remaining = os.fstat(handle.fileno()).st_size - offset
-        handle.seek(offset)
-        view = memoryview(self._buffer)
-        while True:
-            count = handle.readinto(view[: min(self.chunk, remaining)])
-            if count <= 0 and remaining > 0:
-                raise PeerError("the file ended early")
-            remaining -= count
-            self._send_pdv(context, DATA_LAST if remaining <= 0 else DATA, view[:count])
-            if remaining <= 0:
-                return
-
-    def _send_bytes(self, context: int, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, max(len(data), 1), self.chunk):
-            last = start + self.chunk >= len(data)
-            self._send_pdv(context, DATA_LAST if last else DATA, view[start : start + self.chunk])
-
-    def _send_pdv(self, context: int, control: int, data: memoryview) -> None:
-        header = PDV_HEADER.pack(P_DATA_TF_TYPE, len(data) + 6, len(data) + 2, context, control)
-        try:
-            sent = self.sock.sendmsg([header, data])
-            if sent < len(header) + len(data):
-                self.sock.sendall((header + bytes(data))[sent:])
-        except OSError as exc:
-            raise PeerError(f"the destination closed the association: {exc}") from None
-
-    def _sendall(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise PeerError(f"the destination closed the association: {exc}") from None
 
     def _reply(self, message_id: int) -> Reply:
         command = bytearray()
@@ -383,7 +393,7 @@ def _uid(value: str) -> bytes:
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
-def _store_command(
+def store_command(
     sop_class: str,
     sop_instance: str,
     message_id: int,
@@ -428,3 +438,32 @@ def _close(sock: socket.socket) -> None:
         sock.close()
     except OSError:
         pass
+
+
+C_GET_RSP, C_MOVE_RSP = 0x8010, 0x8021
+NO_DATA_SET = 0x0101
+
+
+def retrieve_response(
+    command_field: int,
+    sop_class: str,
+    message_id: int,
+    status: int,
+    remaining: int,
+    completed: int,
+    failed: int,
+    warning: int,
+) -> bytes:
+    """A C-GET-RSP or C-MOVE-RSP command set without identifier (PS3.7 9.3.3.2, 9.3.4.2):
+    what each Pending response is."""
+    counts = (remaining, completed, failed, warning)
+    elements = [
+        _element(0x0002, _uid(sop_class)),
+        _element(0x0100, struct.pack("<H", command_field)),
+        _element(0x0120, struct.pack("<H", message_id)),
+        _element(0x0800, struct.pack("<H", NO_DATA_SET)),
+        _element(0x0900, struct.pack("<H", status)),
+        *(_element(0x1020 + index, struct.pack("<H", count)) for index, count in enumerate(counts)),
+    ]
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
