@@ -165,6 +165,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DICOM_HOST", "0.0.0.0", _as_text, "DICOM door address"),
     Setting("DICOM_PORT", 11112, PORT, "DICOM door port"),
     Setting("DICOM_MAX_PDU", 1048576, _as_int(0, 2**32 - 1), "largest PDU received"),
+    Setting("DICOM_PROCESSES", 2, _as_int(1, 64), "processes serving DICOM associations"),
     Setting("AE_WHITELIST", False, _as_bool, "accept only registered calling AEs"),
     Setting("COMMITMENT_NEW_ASSOCIATION", False, _as_bool, "commitment reports: new association"),
     Setting("ARCHIVE_DUPLICATES", "keep", _as_duplicates, "a re-sent instance: keep or replace"),

@@ -13,16 +13,27 @@ N-services, without knowing of each other.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import socket
+import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import click
 from flask import Flask
+from flask.cli import ScriptInfo
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventType
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
@@ -66,12 +77,70 @@ def set_nodelay(event: Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+C_STORE_RSP = 0x8001
+NO_DATA_SET = 0x0101  # Command Data Set Type (PS3.7 E.1)
+COMMAND_LAST_FRAGMENT = b"\x03"  # message control header: command, last fragment (PS3.8 E.2)
+
+
+def _command_element(element: int, value: bytes) -> bytes:
+    """One implicit VR little endian element of group 0000 (every command set's encoding)."""
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _uid(value: object) -> bytes:
+    data = str(value).encode("ascii")
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def store_success_command(sop_class_uid: str, message_id: int, sop_instance_uid: str) -> bytes:
+    """The C-STORE-RSP command set with status Success (PS3.7 9.3.1.2), tags in order."""
+    body = b"".join((
+        _command_element(0x0002, _uid(sop_class_uid)),
+        _command_element(0x0100, struct.pack("<H", C_STORE_RSP)),
+        _command_element(0x0120, struct.pack("<H", message_id)),
+        _command_element(0x0800, struct.pack("<H", NO_DATA_SET)),
+        _command_element(0x0900, struct.pack("<H", 0x0000)),
+        _command_element(0x1000, _uid(sop_instance_uid)),
+    ))  # fmt: skip
+    return _command_element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def send_store_successes_as_bytes(event: Event) -> None:
+    """Send C-STORE Success responses as one prebuilt P-DATA instead of pynetdicom's path.
+
+    pynetdicom builds each response's command set as a pydicom Dataset and encodes it twice
+    (once for the group length): about a third of the door's Python time per stored
+    instance. A Success response has no identifier and six fixed elements, so it is written
+    here directly and queued on the association's DUL, where pynetdicom would queue it.
+    Every other message (failures with an Error Comment, other services) goes the usual way.
+    """
+    dimse = event.assoc.dimse
+    usual = dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        if (type(primitive) is not C_STORE or primitive.MessageIDBeingRespondedTo is None
+                or primitive.Status != 0x0000 or primitive.ErrorComment is not None
+                or primitive.OffendingElement is not None):  # fmt: skip
+            usual(primitive, context_id)
+            return
+        command = store_success_command(
+            str(primitive.AffectedSOPClassUID), int(primitive.MessageIDBeingRespondedTo),
+            str(primitive.AffectedSOPInstanceUID),
+        )  # fmt: skip
+        pdata = P_DATA()
+        # Well under any maximum PDU length a peer may set (at least 4096 in practice).
+        pdata.presentation_data_value_list = [[context_id, COMMAND_LAST_FRAGMENT + command]]
+        dimse.dul.send_pdu(pdata)
+
+    dimse.send_msg = send_msg
+
+
 def _log_association(event: Event) -> None:
     requestor = event.assoc.requestor
     logger.info(
-        "Association %s from %s (%s:%s)",
+        "Association %s from %s (%s:%s) in process %s",
         "accepted" if event.event == evt.EVT_ACCEPTED else "rejected",
-        requestor.ae_title, requestor.address, requestor.port,
+        requestor.ae_title, requestor.address, requestor.port, os.getpid(),
     )  # fmt: skip
 
 
@@ -136,6 +205,9 @@ def build_ae(
     # and a quarter of the CPU of a worklist answer (bench/bench_worklist.py).
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    # Nor bind its standard handlers, which format every DIMSE message and PDU for DEBUG
+    # (each C-STORE request's attributes, looked up in its command Dataset) at any level.
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=app.config["AE_TITLE"])
     ae.maximum_pdu_size = app.config["DICOM_MAX_PDU"]
     ae.require_called_aet = True
@@ -155,6 +227,7 @@ def build_ae(
                 tables.setdefault(event_type, {})[uid] = handler
     handlers: list[tuple[Any, Any]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
+        (evt.EVT_CONN_OPEN, send_store_successes_as_bytes),
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
         (evt.EVT_REQUESTED, _on_requested(app, _association_hooks())),
@@ -164,18 +237,52 @@ def build_ae(
 
 
 class DicomDoor:
-    """The running DICOM listener."""
+    """The running DICOM listener, in this process and ``processes - 1`` helper processes.
+
+    One Python process runs one thread at a time (the GIL): pynetdicom's receiving, the
+    header parse and the index rows of every association share one core. With
+    ``processes`` above 1 (``serve``: ``PLACA_DICOM_PROCESSES``), this process still
+    listens on the port alone, and hands each new connection to whichever process serves
+    the fewest associations (itself on a tie): the socket goes to a helper over a Unix
+    socket pair (SCM_RIGHTS), and the helper, the same application started as ``serve
+    --only dicom`` by this process, runs the association with its own group commit. A
+    helper ends when this process closes its socket pair (stop, or this process dying).
+    """
 
     name = "dicom"
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, processes: int = 1, handoff_fd: int | None = None) -> None:
         ae, handlers = build_ae(app)
-        address = (app.config["DICOM_HOST"], app.config["DICOM_PORT"])
+        self._helpers: list[_Helper] = []
+        self._handoff: socket.socket | None = None
+        if handoff_fd is not None:  # a helper: connections come from the listening process
+            handlers.append((evt.EVT_CONN_CLOSE, self._report_closed))
+            address = ("127.0.0.1", 0)
+        else:
+            address = (app.config["DICOM_HOST"], app.config["DICOM_PORT"])
         self.server: ThreadedAssociationServer = ae.start_server(
             address, block=False, evt_handlers=handlers
         )
         self.ae = ae
-        logger.info("DICOM door: AE %s on %s:%s", ae.ae_title, *self.address)
+        if handoff_fd is not None:
+            self._handoff = socket.socket(fileno=handoff_fd)
+            threading.Thread(target=self._receive_connections, name="placa-dicom-handoff",
+                             daemon=True).start()  # fmt: skip
+            self._handoff.send(READY)
+            logger.info("DICOM door helper %s ready", os.getpid())
+            return
+        self._local_process_request = self.server.process_request
+        for _ in range(processes - 1):
+            self._helpers.append(_Helper.spawn())
+        if self._helpers:
+            self.server.process_request = self._dispatch  # type: ignore[method-assign]
+            # Until they are up, associations are served here: wait (the doors that open
+            # next, the web door's /healthz last, then mean every DICOM process is up).
+            for helper in self._helpers:
+                if not helper.started.wait(HELPER_START_TIMEOUT):
+                    logger.warning("DICOM door helper %s is not up yet", helper.process.pid)
+        logger.info("DICOM door: AE %s on %s:%s, %d processes", ae.ae_title, *self.address,
+                    1 + len(self._helpers))  # fmt: skip
 
     @property
     def address(self) -> tuple[str, int]:
@@ -186,5 +293,129 @@ class DicomDoor:
         return self.server.socket is not None and self.server.socket.fileno() != -1
 
     def stop(self) -> None:
+        for helper in self._helpers:
+            helper.close()
         if self.is_up():
             self.ae.shutdown()  # shuts the server down and aborts open associations
+        for helper in self._helpers:
+            helper.wait()
+
+    # --- the listening process
+
+    def _dispatch(self, request: socket.socket, client_address: Any) -> None:
+        """Serve the new connection here or in the helper with the fewest associations."""
+        local = len(self.server.active_associations)
+        helpers = [helper for helper in self._helpers if helper.alive and helper.ready]
+        chosen = min(helpers, key=lambda helper: helper.active, default=None)
+        if (
+            chosen is not None
+            and chosen.active < local
+            and chosen.hand_over(request, client_address)
+        ):
+            request.close()  # this process's descriptor only: the connection is the helper's
+            return
+        self._local_process_request(request, client_address)
+
+    # --- a helper process
+
+    def _receive_connections(self) -> None:
+        assert self._handoff is not None
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(self._handoff, 1024, 1)
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                break
+            for fd in fds:
+                connection = socket.socket(fileno=fd)
+                self.server.process_request(connection, tuple(json.loads(message)))
+        logger.info("DICOM door helper %s: the listening process is gone, stopping", os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own stop: the doors close in order
+
+    def _report_closed(self, _event: Event) -> None:
+        try:
+            assert self._handoff is not None
+            self._handoff.send(CLOSED)
+        except OSError:
+            pass
+
+
+READY, CLOSED = b"+", b"-"  # what a helper says on its socket pair
+HELPER_START_TIMEOUT = 60
+
+
+@dataclass
+class _Helper:
+    """A helper process of the DICOM door, and the associations it is serving."""
+
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+    active: int = 0
+    alive: bool = True
+    ready: bool = False  # it has said so: connections handed over before would wait
+    started: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def spawn(cls) -> _Helper:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        command = [sys.executable, "-m", "flask", *_app_option(), "serve", "--only", "dicom",
+                   "--dicom-handoff-fd", str(theirs.fileno())]  # fmt: skip
+        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),))
+        theirs.close()
+        helper = cls(process, ours)
+        threading.Thread(target=helper._listen, name="placa-dicom-helper", daemon=True).start()
+        return helper
+
+    def hand_over(self, request: socket.socket, client_address: Any) -> bool:
+        try:
+            address = json.dumps(list(client_address[:2])).encode()
+            socket.send_fds(self.channel, [address], [request.fileno()])
+        except OSError as exc:
+            logger.error("DICOM door helper %s unreachable: %s", self.process.pid, exc)
+            self.alive = False
+            return False
+        self.active += 1
+        return True
+
+    def _listen(self) -> None:
+        """What the helper says: ready once, then one byte per association it closed."""
+        while True:
+            try:
+                data = self.channel.recv(64)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if READY in data:
+                self.ready = True
+                self.started.set()
+            self.active = max(0, self.active - data.count(CLOSED))
+        if self.alive:  # not closed by this process: the helper ended on its own
+            logger.error("DICOM door helper %s ended", self.process.pid)
+        self.alive = False
+        self.started.set()  # nobody waits for a helper that is gone
+
+    def close(self) -> None:
+        self.alive = False
+        try:
+            self.channel.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.channel.close()
+
+    def wait(self, timeout: float = 15) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.error("DICOM door helper %s did not stop: killed", self.process.pid)
+            self.process.kill()
+            self.process.wait()
+
+
+def _app_option() -> list[str]:
+    """``--app`` as this process was given it (else flask finds the app the same way)."""
+    context = click.get_current_context(silent=True)
+    info = context.find_object(ScriptInfo) if context else None
+    path = getattr(info, "app_import_path", None)
+    return ["--app", path] if path else []

@@ -32,7 +32,7 @@ class Door(Protocol):
     def stop(self) -> None: ...
 
 
-def _start(app: Flask, name: str) -> Door:
+def _start(app: Flask, name: str, dicom_handoff_fd: int | None = None) -> Door:
     # Imported on demand: a process that runs only the web door never loads pynetdicom.
     if name == "web":
         from ris.web_door import WebDoor
@@ -41,7 +41,9 @@ def _start(app: Flask, name: str) -> Door:
     if name == "dicom":
         from ris.dicom_door import DicomDoor
 
-        return DicomDoor(app)
+        if dicom_handoff_fd is not None:  # a helper process of another serve's DICOM door
+            return DicomDoor(app, handoff_fd=dicom_handoff_fd)
+        return DicomDoor(app, processes=app.config["DICOM_PROCESSES"])
     if name == "hl7":
         from ris.hl7_door import HL7Door
 
@@ -58,13 +60,16 @@ def selected_doors(app: Flask, only: tuple[str, ...]) -> list[str]:
     return [name for name in START_ORDER if name != "scheduler" or app.config["SCHEDULER"]]
 
 
-def run_doors(app: Flask, names: list[str], stop_requested: threading.Event) -> None:
+def run_doors(
+    app: Flask, names: list[str], stop_requested: threading.Event,
+    dicom_handoff_fd: int | None = None,
+) -> None:  # fmt: skip
     """Open the doors, wait for ``stop_requested``, close them in reverse order."""
     doors: dict[str, Door] = {}
     app.extensions["placa.doors"] = doors
     try:
         for name in names:
-            doors[name] = _start(app, name)
+            doors[name] = _start(app, name, dicom_handoff_fd)
         logger.info("Placa is ready: %s", ", ".join(names))
         stop_requested.wait()
     finally:
@@ -101,8 +106,10 @@ def _on_signals(stop_requested: threading.Event) -> Callable[[], None]:
 @click.option(
     "--only", multiple=True, type=click.Choice(DOORS), help="Run only these doors (repeatable)."
 )
+# Internal: how the DICOM door starts its helper processes (PLACA_DICOM_PROCESSES).
+@click.option("--dicom-handoff-fd", type=int, hidden=True)
 @with_appcontext
-def serve_command(only: tuple[str, ...]) -> None:
+def serve_command(only: tuple[str, ...], dicom_handoff_fd: int | None) -> None:
     """Run the web, DICOM, HL7 and scheduler doors until SIGINT or SIGTERM."""
     from ris import migrate
 
@@ -114,7 +121,7 @@ def serve_command(only: tuple[str, ...]) -> None:
     stop_requested = threading.Event()
     restore = _on_signals(stop_requested)
     try:
-        run_doors(app, selected_doors(app, only), stop_requested)
+        run_doors(app, selected_doors(app, only), stop_requested, dicom_handoff_fd)
     except OSError as exc:
         raise click.ClickException(f"A door could not open: {exc}") from None
     finally:
