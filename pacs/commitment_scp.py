@@ -28,13 +28,20 @@ import logging
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
+from typing import Any
 
 from flask import Flask
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import N_EVENT_REPORT
+from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
 from sqlalchemy.orm import Session
 
 from pacs import commitment
@@ -72,6 +79,7 @@ CONNECT_TIMEOUT = 10
 # How long the report thread waits for the N-ACTION to be answered before giving the
 # report to a new association (the handler is quick; this bounds a stuck reactor).
 RESPONSE_WAIT = 30.0
+REPORT_MESSAGE_ID = 1  # the report is the only request Placa sends on an association
 SAME_ASSOCIATION, NEW_ASSOCIATION = "same association", "new association"
 Reply = tuple[int | Dataset, Dataset | None]
 
@@ -214,15 +222,86 @@ def _answered(assoc: Association) -> bool:
 
 
 def _send_on_association(app: Flask, assoc: Association, commitment_id: int) -> str | None:
-    """Send the report on ``assoc``; None once the peer answered Success, else why not."""
+    """Send the report on the request's association; None once the peer answered Success,
+    else why not.
+
+    pynetdicom's ``send_n_event_report`` would wait for the answer whatever happens, and a
+    requestor that releases as soon as its N-ACTION is answered (many modalities do, and
+    expect the report on a new association) never gives one: its release would wait behind
+    the report until the DIMSE timeout aborts both. So the report is sent here the way
+    pynetdicom sends it (the reactor paused, the DIMSE provider's own queue), and the wait
+    ends as soon as the peer answers, asks for a release, or goes away.
+    """
     event_type, info = _report_of(app, commitment_id)
+    if _release_requested(assoc):
+        return "the requestor is releasing the association"
     try:
-        status, _reply = assoc.send_n_event_report(
-            info, event_type, STORAGE_COMMITMENT_PUSH_MODEL, WELL_KNOWN_INSTANCE
-        )
-    except Exception as exc:  # the peer released or aborted meanwhile, no context...
+        context = assoc._get_valid_context(STORAGE_COMMITMENT_PUSH_MODEL, "", None)  # noqa: SLF001
+        syntax = context.transfer_syntax[0]
+        encoded = encode(info, syntax.is_implicit_VR, syntax.is_little_endian,
+                         syntax.is_deflated)  # fmt: skip
+    except Exception as exc:  # no Storage Commitment context (cannot happen once asked)
         return f"{type(exc).__name__}: {exc}"
-    return _refusal_of(status)
+    if encoded is None:
+        return "the report cannot be encoded"
+    report = N_EVENT_REPORT()
+    report.MessageID = REPORT_MESSAGE_ID
+    report.AffectedSOPClassUID = STORAGE_COMMITMENT_PUSH_MODEL
+    report.AffectedSOPInstanceUID = WELL_KNOWN_INSTANCE
+    report.EventTypeID = event_type
+    report.EventInformation = BytesIO(encoded)
+    with _reactor_paused(assoc):
+        if _release_requested(assoc):
+            return "the requestor is releasing the association"
+        assoc.dimse.send_msg(report, int(context.context_id or 0))
+        return _answer_to(assoc)
+
+
+@contextmanager
+def _reactor_paused(assoc: Association) -> Iterator[None]:
+    """Hold the association's reactor at its checkpoint, as pynetdicom's ``send_*`` do."""
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001
+    try:
+        deadline = time.monotonic() + RESPONSE_WAIT
+        while not assoc._is_paused and time.monotonic() < deadline:  # noqa: SLF001
+            time.sleep(0.0001)
+        yield
+    finally:
+        assoc._reactor_checkpoint.set()  # noqa: SLF001
+
+
+def _answer_to(assoc: Association) -> str | None:
+    """Wait for the N-EVENT-REPORT-RSP; give up when the peer releases or goes away."""
+    strays: list[tuple[int | None, Any]] = []
+    deadline = time.monotonic() + DIMSE_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            context_id, message = assoc.dimse.get_msg(block=False)
+            if isinstance(message, N_EVENT_REPORT) and message.is_valid_response:
+                if message.MessageIDBeingRespondedTo == REPORT_MESSAGE_ID:
+                    return _refusal_of(Dataset() if message.Status is None else _status_of(message))
+            elif message is not None:
+                strays.append((context_id, message))  # a new request: the reactor's
+            elif _release_requested(assoc) or not assoc.dul.is_alive():
+                return "the requestor released the association before answering"
+            else:
+                time.sleep(0.002)
+        return "no answer to the N-EVENT-REPORT"
+    finally:
+        # A request the peer sent meanwhile goes back to the reactor, which serves it.
+        for stray in strays:
+            assoc.dimse.msg_queue.put(stray)
+
+
+def _status_of(message: N_EVENT_REPORT) -> Dataset:
+    status = Dataset()
+    status.Status = message.Status
+    return status
+
+
+def _release_requested(assoc: Association) -> bool:
+    """Whether an A-RELEASE-RQ waits (looked at, not taken: the reactor answers it)."""
+    return isinstance(assoc.dul.peek_next_pdu(), A_RELEASE) or not assoc.is_established
 
 
 def _refusal_of(status: Dataset) -> str | None:

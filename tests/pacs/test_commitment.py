@@ -267,6 +267,56 @@ def test_report_on_a_new_association_with_placa_as_scp(
     assert row.attempts == 1
 
 
+def test_a_requestor_that_releases_at_once_gets_its_report_on_a_new_association(
+    door: Running, listener: tuple[int, Reports, Any]
+) -> None:
+    port, reports, start = listener
+    register(door.app, port)
+    start()
+    assoc = modality(door)  # releases as soon as the N-ACTION is answered, as many do
+    present = store(assoc, 1)
+    transaction_uid = new_uid()
+    ask(assoc, request(transaction_uid, [(CTImageStorage, present[0].SOPInstanceUID)]))
+    assoc.release()
+    assert assoc.is_released
+    event_type, info = reports.one()
+    assert event_type == 1 and info.TransactionUID == transaction_uid
+    [row] = wait_for(door.app, lambda rows: rows and rows[0].state == CommitmentState.REPORTED)
+    assert row.attempts == 1
+
+
+def test_a_requestor_that_releases_instead_of_answering_gets_the_report_again(
+    door: Running, listener: tuple[int, Reports, Any]
+) -> None:
+    """The report reached the requestor's association, which released without answering
+    it: Placa stops waiting at once, and sends it again on a new association."""
+    port, reports, start = listener
+    register(door.app, port)
+    start()
+    arrived, released = threading.Event(), threading.Event()
+
+    def unanswered(_event: Event) -> tuple[int, None]:
+        arrived.set()
+        released.wait(WAIT)
+        return 0x0000, None
+
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate(*door.address, ae_title="PLACA",
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, unanswered)])  # fmt: skip
+    present = store(assoc, 1)
+    ask(assoc, request(new_uid(), [(CTImageStorage, present[0].SOPInstanceUID)]))
+    assert arrived.wait(WAIT)
+    assoc.release()
+    released.set()
+    assert assoc.is_released
+    event_type, _info = reports.one()
+    assert event_type == 1
+    [row] = wait_for(door.app, lambda rows: rows and rows[0].state == CommitmentState.REPORTED)
+    assert row.attempts == 1
+
+
 @pytest.mark.parametrize(
     ("info", "action_type", "status_code", "comment"),
     [
