@@ -5,9 +5,8 @@ multipart of images when several frames are asked for; of a series or a study, a
 ``multipart/related`` stream with one rendering (the first frame) of every instance that has
 pixels, in series and instance number order. ``/thumbnail`` answers one small image of a
 representative instance: the middle instance of the series (of the study's first series
-that renders).
-The media type is chosen by the ``accept`` query parameter or the ``Accept`` header (JPEG
-for ``*/*``); the pixels are made by :mod:`pacs.rendering`.
+that renders). The media type is chosen by the ``accept`` query parameter or the ``Accept``
+header (JPEG for ``*/*``); the pixels are made by :mod:`pacs.rendering`.
 """
 
 from __future__ import annotations
@@ -15,47 +14,29 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Response, current_app, request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from flask import Response, request
 
 from pacs import rendering, rendering_params
 from pacs.dicomweb import blueprint
-from pacs.models import Instance, Series, Study
+from pacs.dicomweb.common import (
+    MULTIPART,
+    DicomWebError,
+    InstanceRow,
+    audit_retrieval,
+    file_of,
+    instances_of,
+    parse_accept,
+)
 from pacs.rendering import MEDIA_TYPES, RenderError, RenderOptions
-from pacs.storage import archive_root, valid_uid
-from ris import audit
-from ris.auth import IMAGE_READERS, current_actor, roles
+from ris.auth import IMAGE_READERS, roles
 from ris.db import get_db
-from ris.errors import error_response
 
 logger = logging.getLogger(__name__)
 
 MAX_FRAMES_ASKED = 1000  # a frame list longer than this is refused (400)
-
-
-class RenderRequestError(Exception):
-    """A request answered with ``status`` and a reason before any image is made."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a request names: the study, and the series, instance and frames if given."""
-
-    study: str
-    series: str | None = None
-    instance: str | None = None
-    frames: tuple[int, ...] = ()
-
-
-# --- Routes --------------------------------------------------------------------------------
+Part = tuple[Path, int]  # a file and the frame of it to render
 
 STUDY = "/studies/<study>"
 SERIES = STUDY + "/series/<series>"
@@ -70,9 +51,21 @@ FRAMES = INSTANCE + "/frames/<frames>"
 @roles(*IMAGE_READERS)
 def rendered(
     study: str, series: str | None = None, instance: str | None = None, frames: str | None = None
-) -> Response | tuple[Response, int]:
+) -> Response:
     """Retrieve Rendered (PS3.18 10.4.1.1.3): one image, or a multipart of images."""
-    return _answer(study, series, instance, frames, thumbnail=False)
+    options, frame_list = _options(), parse_frames(frames)
+    rows = instances_of(get_db(), study, series, instance)
+    if instance is None:  # a file found missing is left out of the stream, and logged
+        parts = [(file_of(row), 1) for row in rows]
+    elif len(frame_list) > 1:
+        parts = _frames(_file(rows[0]), frame_list)
+    else:
+        image = _render(_file(rows[0]), frame_list[0] if frame_list else 1, options)
+        audit_retrieval(get_db(), rows, "rendered")
+        return Response(image.data, mimetype=image.media_type)
+    answer = multipart(parts, options)
+    audit_retrieval(get_db(), rows, "rendered")
+    return answer
 
 
 @blueprint.get(STUDY + "/thumbnail", endpoint="study_thumbnail")
@@ -82,83 +75,47 @@ def rendered(
 @roles(*IMAGE_READERS)
 def thumbnail(
     study: str, series: str | None = None, instance: str | None = None, frames: str | None = None
-) -> Response | tuple[Response, int]:
+) -> Response:
     """Retrieve Thumbnail (PS3.18 10.4.1.1.4): one small image of the resource."""
-    return _answer(study, series, instance, frames, thumbnail=True)
-
-
-def _answer(
-    study: str, series: str | None, instance: str | None, frames: str | None, *, thumbnail: bool
-) -> Response | tuple[Response, int]:
-    try:
-        media_type = negotiate(request.args.get("accept"), request.headers.get("Accept"))
-        options = rendering_params.parse_options(media_type, request.args)
-        target = Target(study, series, instance, parse_frames(frames))
-        check_uids(target)
-        if thumbnail:
-            return _thumbnail(get_db(), target, rendering.thumbnail_options(options))
-        return _rendered(get_db(), target, options)
-    except RenderRequestError as error:
-        return _refused(error.status, error.reason)
-    except RenderError as error:
-        return _refused(error.status, error.reason)
-
-
-def _refused(status: int, reason: str) -> tuple[Response, int]:
-    logger.info("Refused %s %s: %s %s", request.method, request.path, status, reason)
-    return error_response(status, reason)
-
-
-def _thumbnail(db: Session, target: Target, options: RenderOptions) -> Response:
-    study, candidates = thumbnail_candidates(db, target)
-    frame = target.frames[0] if target.frames else 1
-    image = first_rendering([(stored_path(found), frame) for found in candidates], options)
-    _audit(db, "thumbnail", study, target, 1)
+    options, frame_list = rendering.thumbnail_options(_options()), parse_frames(frames)
+    candidates = thumbnail_candidates(instances_of(get_db(), study, series, instance))
+    frame = frame_list[0] if frame_list else 1
+    row, image = first_rendering(candidates, frame, options)
+    audit_retrieval(get_db(), [row], "thumbnail")
     return Response(image.data, mimetype=image.media_type)
 
 
-def first_rendering(
-    candidates: Sequence[tuple[Path, int]], options: RenderOptions
-) -> rendering.RenderedImage:
-    """The first candidate that renders; when none does, the first one's error."""
-    first_error: RenderError | None = None
-    for path, frame in candidates:
-        try:
-            return rendering.render_instance(path, frame, options)
-        except (rendering.NotRenderable, rendering.DecodeFailed) as error:
-            first_error = first_error or error
-    raise first_error or RenderRequestError(404, "nothing to render")
+def _options() -> RenderOptions:
+    media_type = negotiate(request.args.get("accept"), request.headers.get("Accept"))
+    try:
+        return rendering_params.parse_options(media_type, request.args)
+    except RenderError as error:
+        raise DicomWebError(error.status, error.reason) from error
 
 
-def _rendered(db: Session, target: Target, options: RenderOptions) -> Response:
-    study, instances = instances_of(db, target)
-    if target.instance is not None:
-        frames = target.frames or (1,)
-        if len(frames) == 1:
-            image = rendering.render_instance(stored_path(instances[0]), frames[0], options)
-            _audit(db, "rendered", study, target, 1)
-            return Response(image.data, mimetype=image.media_type)
-        header = rendering.read_image_header(stored_path(instances[0]))
-        for frame in frames:  # every frame asked for must exist before the stream starts
+def _render(path: Path, frame: int, options: RenderOptions) -> rendering.RenderedImage:
+    try:
+        return rendering.render_instance(path, frame, options)
+    except RenderError as error:
+        raise DicomWebError(error.status, error.reason) from error
+
+
+def _file(row: InstanceRow) -> Path:
+    path = file_of(row)
+    if not path.is_file():
+        raise DicomWebError(404, "the instance's file is missing from the archive")
+    return path
+
+
+def _frames(path: Path, frames: Sequence[int]) -> list[Part]:
+    """Every frame asked for must exist before the stream starts (404 otherwise)."""
+    try:
+        header = rendering.read_image_header(path)
+        for frame in frames:
             rendering.check_frame(header, frame)
-        parts = [(stored_path(instances[0]), frame) for frame in frames]
-    else:
-        parts = [(stored_path(found), 1) for found in instances]
-    stream = multipart(parts, options)
-    _audit(db, "rendered", study, target, len(parts))
-    return stream
-
-
-def _audit(db: Session, what: str, study: Study, target: Target, images: int) -> None:
-    """One event per request, as every DICOMweb retrieval records: who saw which study."""
-    detail = {key: value for key, value in {
-        "what": what, "path": request.path, "series": target.series,
-        "instance": target.instance, "frames": list(target.frames) or None, "images": images,
-    }.items() if value is not None}  # fmt: skip
-    audit.record(db, current_actor(), "dicomweb.retrieve", object_type="study",
-                 object_id=study.study_instance_uid, patient_id=study.ris_patient_id,
-                 detail=detail)  # fmt: skip
-    db.commit()
+    except RenderError as error:
+        raise DicomWebError(error.status, error.reason) from error
+    return [(path, frame) for frame in frames]
 
 
 # --- Content negotiation (PS3.18 8.3.3) ----------------------------------------------------
@@ -167,45 +124,20 @@ def _audit(db: Session, what: str, study: Study, target: Target, images: int) ->
 def negotiate(accept_parameter: str | None, accept_header: str | None) -> str:
     """The rendered media type to answer with: the ``accept`` query parameter wins over the
     header; ``*/*`` and ``image/*`` get JPEG; ``multipart/related; type=...`` names the
-    type of its parts. Raises :class:`RenderRequestError` 406 when none is acceptable."""
+    type of its parts. 406 when none is acceptable."""
     asked = accept_parameter or accept_header or "*/*"
-    ranked: list[tuple[float, int, str]] = []
-    for position, media_range in enumerate(asked.split(",")):
-        media_type, params = _media_range(media_range)
-        if media_type == "multipart/related":
-            media_type = params.get("type", "image/jpeg").lower()
-        quality = _quality(params.get("q"))
-        chosen = _supported(media_type)
-        if chosen is not None and quality > 0:
-            ranked.append((-quality, position, chosen))
-    if not ranked:
-        raise RenderRequestError(
-            406, f"no acceptable rendered media type in {asked!r}; Placa renders "
-            + ", ".join(MEDIA_TYPES),
-        )  # fmt: skip
-    return min(ranked)[2]
-
-
-def _media_range(text: str) -> tuple[str, dict[str, str]]:
-    media_type, *rest = text.split(";")
-    params = {}
-    for param in rest:
-        name, _, value = param.partition("=")
-        params[name.strip().lower()] = value.strip().strip('"')
-    return media_type.strip().lower(), params
-
-
-def _quality(text: str | None) -> float:
-    try:
-        return float(text) if text is not None else 1.0
-    except ValueError:
-        return 0.0
-
-
-def _supported(media_type: str) -> str | None:
-    if media_type in ("*/*", "image/*", ""):
-        return rendering.JPEG
-    return media_type if media_type in MEDIA_TYPES else None
+    for media_range in parse_accept(asked):  # best first
+        mime = media_range.mime
+        if mime == MULTIPART:
+            mime = (media_range.related_type or rendering.JPEG).lower()
+        if mime in ("*/*", "image/*"):
+            return rendering.JPEG
+        if mime in MEDIA_TYPES:
+            return mime
+    raise DicomWebError(
+        406, f"no acceptable rendered media type in {asked!r}; Placa renders "
+        + ", ".join(MEDIA_TYPES),
+    )  # fmt: skip
 
 
 def parse_frames(text: str | None) -> tuple[int, ...]:
@@ -214,81 +146,44 @@ def parse_frames(text: str | None) -> tuple[int, ...]:
         return ()
     parts = text.split(",")
     if len(parts) > MAX_FRAMES_ASKED or not all(part.strip().isdigit() for part in parts):
-        raise RenderRequestError(400, f"frames must be a list of frame numbers, not {text!r}")
+        raise DicomWebError(400, f"frames must be a list of frame numbers, not {text[:70]!r}")
     frames = tuple(int(part) for part in parts)
     if min(frames) < 1:
-        raise RenderRequestError(400, "frame numbers start at 1")
+        raise DicomWebError(400, "frame numbers start at 1")
     return frames
 
 
-# --- What the request names ----------------------------------------------------------------
+# --- Thumbnails ----------------------------------------------------------------------------
 
 
-def check_uids(target: Target) -> None:
-    """400 for a path segment that is not a UID (PS3.5 9.1), before any query."""
-    named = (("Study", target.study), ("Series", target.series), ("SOP", target.instance))
-    for level, uid in named:
-        if uid is not None and not valid_uid(uid):
-            raise RenderRequestError(400, f"{level} Instance UID {uid[:70]!r} is not a valid UID")
+def thumbnail_candidates(rows: list[InstanceRow]) -> list[InstanceRow]:
+    """The instances a thumbnail may show, best first: the middle instance of each series,
+    in series order (so a study's first series without pixels, an SR, is passed over)."""
+    by_series: dict[str, list[InstanceRow]] = {}
+    for row in rows:
+        by_series.setdefault(row.series_uid, []).append(row)
+    return [series[(len(series) - 1) // 2] for series in by_series.values()]
 
 
-def find_study(db: Session, study_uid: str) -> Study:
-    study = db.scalar(select(Study).where(Study.study_instance_uid == study_uid))
-    if study is None:
-        raise RenderRequestError(404, f"study {study_uid} is not in the archive")
-    return study
-
-
-def instances_of(db: Session, target: Target) -> tuple[Study, list[Instance]]:
-    """The study and its instances the target names, in series then instance number order."""
-    study = find_study(db, target.study)
-    query = (
-        select(Instance).join(Series, Instance.series_fk == Series.id)
-        .where(Series.study_fk == study.id)
-        .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-    )  # fmt: skip
-    if target.series is not None:
-        query = query.where(Series.series_instance_uid == target.series)
-    if target.instance is not None:
-        query = query.where(Instance.sop_instance_uid == target.instance)
-    found = list(db.scalars(query))
-    if not found:
-        raise RenderRequestError(404, f"{_named(target)} is not in the archive")
-    return study, found
-
-
-def thumbnail_candidates(db: Session, target: Target) -> tuple[Study, list[Instance]]:
-    """The instances a thumbnail may show, best first: the one named, else the middle
-    instance of each series in series order (a study's SR or KO series is passed over)."""
-    study, found = instances_of(db, target)
-    by_series: dict[int, list[Instance]] = {}
-    for instance in found:
-        by_series.setdefault(instance.series_fk, []).append(instance)
-    return study, [series[(len(series) - 1) // 2] for series in by_series.values()]
-
-
-def _named(target: Target) -> str:
-    if target.instance is not None:
-        return f"instance {target.instance} of series {target.series} of study {target.study}"
-    if target.series is not None:
-        return f"series {target.series} of study {target.study}"
-    return f"study {target.study}"
-
-
-def stored_path(instance: Instance) -> Path:
-    """The instance's file; the indexed path must stay inside the archive."""
-    root = archive_root(current_app.config["DATA_DIR"]).resolve()
-    path = (root / instance.path).resolve()
-    if not path.is_relative_to(root):
-        logger.error("Instance %s has a path outside the archive", instance.sop_instance_uid)
-        raise RenderRequestError(500, "the stored instance cannot be read")
-    return path
+def first_rendering(
+    candidates: Sequence[InstanceRow], frame: int, options: RenderOptions
+) -> tuple[InstanceRow, rendering.RenderedImage]:
+    """The first candidate that renders; when none does, the first one's error."""
+    first_error: RenderError | None = None
+    for row in candidates:
+        try:
+            return row, rendering.render_instance(_file(row), frame, options)
+        except (rendering.NotRenderable, rendering.DecodeFailed) as error:
+            first_error = first_error or error
+    if first_error is None:  # never: instances_of answered 404 for an empty list
+        raise DicomWebError(404, "nothing to render")
+    raise DicomWebError(first_error.status, first_error.reason)
 
 
 # --- The multipart answer ------------------------------------------------------------------
 
 
-def multipart(parts: Sequence[tuple[Path, int]], options: RenderOptions) -> Response:
+def multipart(parts: Sequence[Part], options: RenderOptions) -> Response:
     """``multipart/related`` of renderings, streamed one image at a time.
 
     The first image is made before answering, so that a series with nothing renderable is
@@ -296,16 +191,16 @@ def multipart(parts: Sequence[tuple[Path, int]], options: RenderOptions) -> Resp
     errors: list[RenderError] = []
     renderings = _renderings(parts, options, errors)
     first = next(renderings, None)
-    if first is None:
-        raise errors[0]  # parts is never empty: a 404 came before
+    if first is None:  # parts is never empty: instances_of answered 404 before
+        raise DicomWebError(errors[0].status, errors[0].reason)
     boundary = uuid.uuid4().hex
-    content_type = f'multipart/related; type="{options.media_type}"; boundary={boundary}'
+    content_type = f'{MULTIPART}; type="{options.media_type}"; boundary={boundary}'
     body = _multipart_body(first, renderings, options.media_type, boundary)
     return Response(body, content_type=content_type)
 
 
 def _renderings(
-    parts: Sequence[tuple[Path, int]], options: RenderOptions, errors: list[RenderError]
+    parts: Sequence[Part], options: RenderOptions, errors: list[RenderError]
 ) -> Iterator[bytes]:
     """Each part rendered in turn; those that cannot be are left out, their errors kept."""
     for path, frame in parts:

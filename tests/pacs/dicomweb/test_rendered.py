@@ -264,8 +264,9 @@ def test_every_request_is_audited_once(app: Flask, reader: FlaskClient, study: d
         (study["study"], "rendered"), (study["study"], "thumbnail"), (study["study"], "rendered"),
     ]  # fmt: skip
     assert seen[0][2] == {"what": "rendered", "path": url(study, "ct", "ct1"),
-                          "series": study["ct"], "instance": study["ct1"], "images": 1}  # fmt: skip
-    assert seen[2][2]["series"] == study["mf"] and seen[2][2]["images"] == 1
+                          "series": study["ct"], "instances": 1}  # fmt: skip
+    assert seen[1][2]["instances"] == 1  # the one instance the thumbnail shows
+    assert seen[2][2]["series"] == study["mf"] and seen[2][2]["instances"] == 1
 
 
 # --- A real client against the web door -----------------------------------------------------
@@ -330,3 +331,18 @@ def test_a_series_rendering_leaves_out_what_has_no_pixels(app: Flask, reader: Fl
     assert response.status_code == 200
     found = parts(response.content_type, response.data)
     assert len(found) == 1 and (image(found[0][1], "PNG") == 0).all()
+
+
+def test_a_missing_file_is_404_alone_and_left_out_of_a_series(
+    app: Flask, reader: FlaskClient, study: dict
+) -> None:
+    root = storage.archive_root(app.config["DATA_DIR"])
+    with transaction(app) as db:
+        found = storage.find_instance(db, study["ct1"])
+    assert found is not None
+    (root / found[1]).unlink()
+    alone = reader.get(url(study, "ct", "ct1"))
+    assert alone.status_code == 404 and "missing" in reason(alone)
+    series = reader.get(url(study, "ct"))
+    assert series.status_code == 200
+    assert len(parts(series.content_type, series.data)) == 2
