@@ -12,10 +12,12 @@ does not match, C000 cannot understand...): 200 when all were stored, 202 when s
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from flask import Response, current_app, json, request
+from flask import Flask, Response, current_app, json, request
 from werkzeug.http import parse_options_header
 
 from pacs.dicomweb import blueprint
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 STOW_AE = "STOW-RS"  # recorded as the calling AE of instances stored over DICOMweb
 PROCESSING_FAILURE = 0x0110
+IN_FLIGHT = 4  # parts being stored at once by one request
 MAX_PART_BYTES = 4 << 30  # one instance; the body as a whole has no limit
 
 
@@ -73,7 +76,7 @@ def stow_study(study: str) -> Response:
 
 def _stow(expected_study: str | None) -> Response:
     boundary = _boundary()
-    results = [_store_part(part, expected_study) for part in _parts(boundary)]
+    results = _store_all(_parts(boundary), expected_study)
     if not results:
         raise DicomWebError(400, "the request holds no DICOM instance")
     stored = [r for r in results if r.failure is None]
@@ -105,7 +108,25 @@ def _parts(boundary: bytes) -> Iterator[Part]:
         raise DicomWebError(400, f"malformed multipart body: {exc}") from None
 
 
-def _store_part(part: Part, expected_study: str | None) -> StowResult:
+def _store_all(parts: Iterator[Part], expected_study: str | None) -> list[StowResult]:
+    """Store every part, a few at once: while one waits for its fsyncs and index commit the
+    next is read and written (the index writer commits them together), as several C-STORE
+    associations would. The answer still comes only after every one is durable."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    in_flight: deque[Future[StowResult]] = deque()
+    results: list[StowResult] = []
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="placa-stow") as pool:
+        try:
+            for part in parts:
+                in_flight.append(pool.submit(_store_part, app, part, expected_study))
+                if len(in_flight) >= IN_FLIGHT:  # bounds memory: IN_FLIGHT parts at most
+                    results.append(in_flight.popleft().result())
+        finally:  # a malformed body: what was already sent is still stored and answered
+            results.extend(future.result() for future in in_flight)
+    return results
+
+
+def _store_part(app: Flask, part: Part, expected_study: str | None) -> StowResult:
     mime = parse_options_header(part.headers.get("Content-Type", DICOM))[0] or DICOM
     if mime != DICOM:
         return StowResult("", "", failure=CANNOT_UNDERSTAND, comment=f"part of type {mime}")
@@ -118,7 +139,7 @@ def _store_part(part: Part, expected_study: str | None) -> StowResult:
         header = read_index_header(received)
         if expected_study is not None and header.study_instance_uid != expected_study:
             raise StoreRefused(DOES_NOT_MATCH_SOP_CLASS, "Study Instance UID differs from the URL")
-        ingest(current_app._get_current_object(), received)  # type: ignore[attr-defined]
+        ingest(app, received)
     except StoreRefused as refusal:
         logger.warning("STOW-RS %s refused (0x%04X): %s", uids[1], refusal.status, refusal.comment)
         return StowResult(*uids, failure=refusal.status, comment=refusal.comment)
