@@ -17,3 +17,4 @@ from pacs.dicomweb import rendered  # noqa: E402,F401,I001 (one line per module)
 from pacs.dicomweb import wado  # noqa: E402,F401
 from pacs.dicomweb import stow  # noqa: E402,F401
 from pacs.dicomweb import wado_uri  # noqa: E402,F401
+from pacs.dicomweb import qido  # noqa: E402,F401
