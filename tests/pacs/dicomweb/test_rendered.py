@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ from pacs.rendering import THUMBNAIL_SIZE
 from ris.db import transaction
 from ris.models import AuditEvent
 from ris.site import site_of
-from tests.conftest import Account, build_app, free_port, sign_in
+from tests.conftest import sign_in
 from tests.pacs.dicom_data import make_dataset, new_uid, received
+from tests.pacs.dicomweb.placa_server import Placa, start
 
 BASE = "/dicomweb"
 
@@ -273,45 +275,16 @@ def test_every_request_is_audited_once(app: Flask, reader: FlaskClient, study: d
 
 
 @pytest.fixture
-def web(tmp_path, database_url: str) -> Iterator[tuple[Flask, str]]:  # noqa: ANN001
-    """The web door (waitress) on a free port, and its base URL."""
-    from ris.web_door import WebDoor
-
-    app = build_app(tmp_path, database_url, HTTP_HOST="127.0.0.1", HTTP_PORT=free_port(),
-                    HTTP_THREADS=2)  # fmt: skip
-    door = WebDoor(app)
-    host, port = door.address
-    yield app, f"http://{host}:{port}"
-    door.stop()
-    app.extensions["placa.engine"].dispose()
+def placa(tmp_path: Path, database_url: str) -> Iterator[Placa]:
+    yield from start(tmp_path, database_url)
 
 
-def signed_in_session(base: str, account: Account):  # noqa: ANN201
-    import requests
-
-    session = requests.Session()
-    page = session.get(f"{base}/login").text
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
-    assert token
-    signed = session.post(f"{base}/login", data={"username": account.username,
-                          "password": account.password, "csrf_token": token.group(1)})  # fmt: skip
-    assert signed.ok
-    return session
-
-
-def test_dicomweb_client_retrieves_rendered_images(
-    web: tuple[Flask, str],
-    make_user,  # noqa: ANN001
-) -> None:
-    from dicomweb_client import DICOMwebClient
-
-    app, base = web
+def test_dicomweb_client_retrieves_rendered_images(placa: Placa) -> None:
     uids = {"study": new_uid(), "ct": new_uid()}
     for number, value in enumerate((1000, 3000), start=1):
-        uids[f"ct{number}"] = store(app, np.full((32, 32), value), study=uids["study"],
+        uids[f"ct{number}"] = store(placa.app, np.full((32, 32), value), study=uids["study"],
                                     series=uids["ct"], number=number)  # fmt: skip
-    session = signed_in_session(base, make_user("radiologist", username="viewer"))
-    client = DICOMwebClient(f"{base}{BASE}", session=session)
+    client = placa.client("radiologist")  # a bearer API token
     png = client.retrieve_instance_rendered(uids["study"], uids["ct"], uids["ct2"],
                                             media_types=("image/png",),
                                             params={"viewport": "16,16"})  # fmt: skip
@@ -319,9 +292,15 @@ def test_dicomweb_client_retrieves_rendered_images(
     frame = client.retrieve_instance_frames_rendered(uids["study"], uids["ct"], uids["ct1"],
                                                      [1], media_types=("image/jpeg",))  # fmt: skip
     assert abs(image(frame).mean() - 62) < 2
-    series = session.get(f"{base}{BASE}/studies/{uids['study']}/series/{uids['ct']}/rendered",
-                         headers={"Accept": 'multipart/related; type="image/jpeg"'})  # fmt: skip
-    assert len(parts(series.headers["Content-Type"], series.content)) == 2
+    series = client.retrieve_series_rendered(uids["study"], uids["ct"],
+                                             media_types=("image/jpeg",))  # fmt: skip
+    assert series.startswith(b"--")  # the multipart body as sent
+    by_basic = placa.session("technologist").get(  # HTTP Basic
+        f"{placa.base}/studies/{uids['study']}/series/{uids['ct']}/rendered",
+        headers={"Accept": 'multipart/related; type="image/jpeg"'},
+    )
+    assert by_basic.status_code == 200
+    assert len(parts(by_basic.headers["Content-Type"], by_basic.content)) == 2
 
 
 def test_a_series_rendering_leaves_out_what_has_no_pixels(app: Flask, reader: FlaskClient) -> None:
