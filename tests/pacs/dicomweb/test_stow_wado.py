@@ -21,6 +21,7 @@ from ris.models import AuditEvent
 from tests.conftest import require_tool
 from tests.pacs.dicom_data import dataset_part, make_dataset, new_uid
 from tests.pacs.dicomweb.placa_server import (
+    ORIGIN,
     Placa,
     multipart_body,
     multipart_parts,
@@ -346,3 +347,24 @@ def test_retrieval_needs_an_image_reading_role(placa: Placa) -> None:
         response = placa.session(role).get(f"{placa.base}/studies/{ds.StudyInstanceUID}/metadata")
         assert response.status_code == status, role
     assert requests.get(f"{placa.base}/studies/{ds.StudyInstanceUID}").status_code == 401
+
+
+def test_requests_as_ohif_sends_them(placa: Placa) -> None:
+    """OHIF (omitQuotationForMultipartRequest) leaves the type parameter unquoted and asks
+    for frames in any transfer syntax, from its own origin."""
+    ds = study_of(1)[0]
+    placa.client("technologist").store_instances([ds])
+    session = placa.session("radiologist", bearer=True)
+    session.headers["Origin"] = ORIGIN
+    base = (f"{placa.base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
+    accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    frames = session.get(base + "/frames/1", headers={"Accept": accept})
+    assert frames.status_code == 200
+    assert frames.headers["Access-Control-Allow-Origin"] == ORIGIN
+    ((kind, data),) = multipart_parts(frames)
+    assert kind.startswith("application/octet-stream") and data == ds.PixelData
+    metadata = session.get(f"{placa.base}/studies/{ds.StudyInstanceUID}/series/"
+                           f"{ds.SeriesInstanceUID}/metadata",
+                           headers={"Accept": "application/json"})  # fmt: skip
+    assert metadata.status_code == 200 and metadata.json()[0]["7FE00010"]["BulkDataURI"]
