@@ -286,6 +286,18 @@ def test_a_requestor_that_releases_at_once_gets_its_report_on_a_new_association(
     assert row.attempts == 1
 
 
+def test_a_report_for_an_unregistered_requestor_waits_for_its_registration(
+    door: Running,
+) -> None:
+    assoc = modality(door)
+    present = store(assoc, 1)
+    ask(assoc, request(new_uid(), [(CTImageStorage, present[0].SOPInstanceUID)]))
+    assoc.release()
+    [row] = wait_for(door.app, lambda rows: rows and rows[0].attempts == 1)
+    assert row.state == CommitmentState.PENDING
+    assert f"requestor AE {MODALITY} is not registered" in str(row.last_error)
+
+
 def test_a_requestor_that_releases_instead_of_answering_gets_the_report_again(
     door: Running, listener: tuple[int, Reports, Any]
 ) -> None:
