@@ -249,17 +249,18 @@ def _metadata(rows: list[InstanceRow], what: str) -> Response:
 
 
 def _json_array(present: list[tuple[InstanceRow, Path]], base: str) -> Iterator[bytes]:
-    yield b"["
-    for index, (row, path) in enumerate(present):
+    separator = b"["
+    for row, path in present:
         bulk = _bulk_uri_builder(row, base)
         try:
             ds = dcmread(path, defer_size=BULK_THRESHOLD)
             item = dataset_to_json(ds, bulk, BULK_THRESHOLD)
-        except Exception:
+        except Exception:  # one damaged file: the others' metadata is still answered
             logger.exception("Metadata of %s unreadable", row.sop_instance_uid)
             continue
-        yield (b"," if index else b"") + json.dumps(item, ensure_ascii=False).encode("utf-8")
-    yield b"]"
+        yield separator + json.dumps(item, ensure_ascii=False).encode("utf-8")
+        separator = b","
+    yield b"]" if separator == b"," else b"[]"
 
 
 def _bulk_uri_builder(row: InstanceRow, base: str) -> Callable[[str], str]:

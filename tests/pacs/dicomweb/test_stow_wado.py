@@ -338,6 +338,13 @@ def test_frames_of_native_and_compressed_instances(placa_dicom: Placa, tmp_path:
         ).status_code
         == 406
     )
+    # its metadata names the encapsulated pixel data by URI; the URI answers its frames
+    [item] = session.get(base + "/metadata").json()
+    assert item["7FE00010"]["vr"] == "OB" and "BulkDataURI" in item["7FE00010"]
+    bulk = session.get(base + "/bulkdata/7FE00010")
+    ((kind, data),) = multipart_parts(bulk)
+    assert kind.startswith("image/x-dicom-rle")
+    assert data == next(generate_frames(compressed.PixelData, number_of_frames=1))
 
 
 def test_retrieval_needs_an_image_reading_role(placa: Placa) -> None:
