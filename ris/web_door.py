@@ -11,6 +11,9 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 logger = logging.getLogger(__name__)
+# A STOW-RS body carries whole studies (waitress's default refuses bodies over 1 GB); waitress
+# spools a body to a temporary file, so its size costs disk, not memory.
+MAX_REQUEST_BODY = 16 << 30
 
 
 class WebDoor:
@@ -26,6 +29,7 @@ class WebDoor:
             port=app.config["HTTP_PORT"],
             threads=app.config["HTTP_THREADS"],
             ident="Placa",
+            max_request_body_size=MAX_REQUEST_BODY,
             **_proxy_settings(app.config["TRUSTED_PROXY"]),
         )
         self.thread = threading.Thread(target=self.server.run, name="placa-web", daemon=True)
