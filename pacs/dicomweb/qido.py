@@ -16,7 +16,8 @@ The query parameters become the identifier of a Study Root query at the resource
 * ``limit`` and ``offset``: at most ``limit`` answers (and never more than
   PLACA_QR_MAX_ANSWERS) after skipping ``offset``; when more matched than were sent, a
   ``Warning: 299`` header says so. Keys Placa does not match on are named in a Warning too.
-* The answer is ``application/dicom+json`` (Annex F, by pacs.dicomweb.dicom_json), also to
+* The answer is ``application/dicom+json`` (Annex F; written straight from pacs.query's
+  answer elements, which hold only text, numbers and empty values), also to
   an Accept of ``application/json`` or ``*/*``; other media types (the XML one) get 406. A
   malformed parameter gets 400 with the reason in a JSON body. No match: 200 with ``[]``
   (PS3.18 as amended by CP-2473: a search with no results is a success, 200 OK; ``[]``
@@ -27,7 +28,8 @@ The query parameters become the identifier of a Study Root query at the resource
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from flask import Response, current_app, json, request
@@ -38,7 +40,6 @@ from pydicom.dataset import Dataset
 
 from pacs.dicomweb import blueprint
 from pacs.dicomweb.common import DICOM_JSON, DicomWebError, base_url, check_uid, parse_accept
-from pacs.dicomweb.dicom_json import dataset_to_json
 from pacs.query import (
     ATTRIBUTES,
     Level,
@@ -50,6 +51,7 @@ from pacs.query import (
 from ris import audit
 from ris.auth import IMAGE_READERS, current_actor, roles
 from ris.db import get_db
+from ris.dicom_encode import Element
 from ris.dicom_match import MatchError
 
 logger = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ def _search(level: Level, scope: dict[str, str]) -> Response:
     db = get_db()
     entries = find_archive_entries(db, query)
     urls = _retrieve_urls(level)
-    answers = [_json(answer.dataset(), urls) for answer in entries.answers()]
+    answers = [_json(answer.elements, urls) for answer in entries.answers()]
     _audit(level, identifier, scope, len(answers))
     warnings = []
     if entries.truncated:
@@ -247,27 +249,71 @@ def _add(identifier: Dataset, tag: int, value: str) -> None:
 # --- answers and the audit -----------------------------------------------------------------------
 
 
-def _retrieve_urls(level: Level) -> Any:
+STUDY_UID, SERIES_UID, SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
+C_FIND_ONLY = frozenset({0x00080052, 0x00080054})  # Query/Retrieve Level, Retrieve AE Title
+NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _retrieve_urls(level: Level) -> Callable[[dict[int, Any]], str]:
     base = base_url()
 
-    def url(ds: Dataset) -> str:
-        parts = [f"{base}/studies/{ds.StudyInstanceUID}"]
+    def url(values: dict[int, Any]) -> str:
+        parts = [f"{base}/studies/{values[STUDY_UID]}"]
         if level >= Level.SERIES:
-            parts.append(f"series/{ds.SeriesInstanceUID}")
+            parts.append(f"series/{values[SERIES_UID]}")
         if level is Level.IMAGE:
-            parts.append(f"instances/{ds.SOPInstanceUID}")
+            parts.append(f"instances/{values[SOP_UID]}")
         return "/".join(parts)
 
     return url
 
 
-def _json(ds: Dataset, url: Any) -> dict[str, Any]:
-    if RETRIEVE_URL in ds:
-        ds[RETRIEVE_URL].value = url(ds)
-    for keyword in ("QueryRetrieveLevel", "RetrieveAETitle"):  # C-FIND's, not QIDO-RS's
-        if keyword in ds:
-            del ds[keyword]
-    return dataset_to_json(ds)
+def _json(elements: list[Element], url: Callable[[dict[int, Any]], str]) -> dict[str, Any]:
+    """One answer as DICOM JSON (Annex F), straight from its elements: the values pacs.query
+    answers with (text, numbers, empty values and empty sequences) need no pydicom Dataset,
+    which would cost more than the query."""
+    values = {tag: value for tag, _vr, value in elements}
+    out: dict[str, Any] = {}
+    for tag, vr, value in sorted(elements, key=itemgetter(0)):
+        if tag in C_FIND_ONLY:
+            continue
+        if tag == RETRIEVE_URL:
+            value = url(values)
+        entry: dict[str, Any] = {"vr": vr}
+        items = _json_values(vr, value)
+        if items:
+            entry["Value"] = items
+        out[f"{tag:08X}"] = entry
+    return out
+
+
+def _json_values(vr: str, value: Any) -> list[Any]:
+    if value is None or value == "" or vr == "SQ":
+        return []  # pacs.query answers sequences empty
+    texts = value if isinstance(value, list) else [value]
+    if vr in NUMBER_VRS:
+        return [_json_number(v) for v in texts]
+    if isinstance(value, str) and vr not in ("LT", "ST", "UT", "UR"):
+        texts = value.split("\\")
+    if vr == "PN":
+        return [_person_name(text) for text in texts]
+    return [text if text != "" else None for text in texts]
+
+
+def _json_number(value: Any) -> int | float | None:
+    if isinstance(value, int | float) or value is None:
+        return value
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text) if text else None
+
+
+def _person_name(text: str) -> dict[str, str] | None:
+    groups = {name: part for name, part in zip(PN_GROUPS, text.split("="), strict=False) if part}
+    return groups or None
 
 
 def _audit(level: Level, identifier: Dataset, scope: dict[str, str], count: int) -> None:

@@ -10,11 +10,23 @@ from pathlib import Path
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
 from pydicom.uid import BasicTextSRStorage
 from requests import HTTPError
 from sqlalchemy import select
 
+from pacs.dicomweb.dicom_json import dataset_to_json
+from pacs.dicomweb.qido import _json
 from pacs.ingest import ingest
+from pacs.query import (
+    ATTRIBUTES,
+    Level,
+    Model,
+    QueryOptions,
+    find_archive_entries,
+    plan_archive_query,
+)
+from ris.db import read_only, sessions
 from ris.models import AuditEvent
 from tests.pacs.dicom_data import make_dataset, new_uid, received
 from tests.pacs.dicomweb.placa_server import Placa, start
@@ -174,13 +186,34 @@ def test_refusals(placa: Placa, archive: dict[str, list[str]]) -> None:
 def test_every_search_is_audited(placa: Placa, client: DICOMwebClient,
                                  archive: dict[str, list[str]]) -> None:  # fmt: skip
     client.search_for_studies(search_filters={"PatientID": "P2"})
-    with placa.app.app_context():
-        from ris.db import sessions
-
-        with sessions(placa.app)() as db:
-            events = db.scalars(select(AuditEvent).where(AuditEvent.action == "dicomweb.search"))
-            found = [(e.actor, e.object_type, e.detail) for e in events]
+    with sessions(placa.app)() as db:
+        events = db.scalars(select(AuditEvent).where(AuditEvent.action == "dicomweb.search"))
+        found = [(e.actor, e.object_type, e.detail) for e in events]
     assert len(found) == 1
     actor, level, detail = found[0]
     assert actor.startswith("radiologist") and level == "study"
     assert '"PatientID": ["P2"]' in (detail or "") and '"answers": 2' in (detail or "")
+
+
+def test_the_fast_json_is_the_annex_f_converters(
+    placa: Placa, archive: dict[str, list[str]]
+) -> None:
+    """qido writes JSON straight from the answer elements: the same as pacs.dicomweb.dicom_json
+    writes from the Dataset of the same answer."""
+    for level in (Level.STUDY, Level.SERIES, Level.IMAGE):
+        request = Dataset()
+        for keyword, attribute in ATTRIBUTES.items():
+            if attribute.level <= level:
+                setattr(request, keyword, None)
+        request.PatientAge = None
+        request.OtherPatientIDsSequence = []
+        options = QueryOptions(hierarchical=False)
+        query = plan_archive_query(request, Model.STUDY_ROOT, level, options)
+        with read_only(placa.app) as db:
+            answers = list(find_archive_entries(db, query).answers())
+        assert answers
+        for answer in answers:
+            expected = dataset_to_json(answer.dataset())
+            for key in ("00080052", "00080054"):
+                expected.pop(key)
+            assert _json(answer.elements, lambda values: "") == expected
