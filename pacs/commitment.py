@@ -10,7 +10,8 @@ what it does not, with a reason each (PS3.4 J.3.3). This module is the service b
   restart and says the same thing on every attempt. An instance is committed when the
   index holds it *with the same SOP class* and its file is in the archive; otherwise it
   fails with 0x0112 (no such object instance), 0x0119 (class-instance conflict) or 0x0110
-  (processing failure: indexed, but its file is missing).
+  (processing failure: indexed, but its file is missing). A Transaction UID the requestor
+  is still awaiting a report for fails every instance with 0x0131 (duplicate transaction).
 * :func:`event_information` builds the N-EVENT-REPORT's Event Information: Event Type 1
   when every instance is committed, 2 when some failed.
 * Delivery bookkeeping: :func:`claim_due` leases the reports due for (another) attempt,
@@ -50,6 +51,7 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs (PS3.4 J.3.3)
 PROCESSING_FAILURE = 0x0110
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
+DUPLICATE_TRANSACTION_UID = 0x0131
 # More references than this in one request are refused (Resource limitation).
 MAX_REFERENCES = 20_000
 RETRY_BASE = timedelta(seconds=10)
@@ -131,11 +133,20 @@ def record_request(
     ``first_attempt_at``: when the scheduler may first send the report; the door, which
     sends it itself at once, leases it (:data:`CLAIM`) so the scheduler does not race it.
     """
+    if _in_use(db, actor.name, request.transaction_uid):
+        # PS3.3 C.14.1.1: a Transaction UID still awaiting its report fails every instance.
+        references = [
+            {"sop_class_uid": ref.sop_class_uid, "sop_instance_uid": ref.sop_instance_uid,
+             "failure_reason": DUPLICATE_TRANSACTION_UID}
+            for ref in request.references
+        ]  # fmt: skip
+    else:
+        references = decide(db, archive, request.references)
     commitment = StorageCommitment(
         transaction_uid=request.transaction_uid,
         calling_ae=actor.name,
         requestor_address=actor.address or "",
-        references=decide(db, archive, request.references),
+        references=references,
         state=CommitmentState.PENDING,
         attempts=0,
         next_attempt_at=first_attempt_at or utcnow(),
@@ -151,6 +162,22 @@ def record_request(
     logger.info("Storage commitment %s from %s: %d instances, %d not committed",
                 request.transaction_uid, actor.name, len(request.references), failed)  # fmt: skip
     return commitment
+
+
+def _in_use(db: Session, calling_ae: str, transaction_uid: str) -> bool:
+    """Whether this requestor has a request with this Transaction UID still pending."""
+    return (
+        db.scalar(
+            select(StorageCommitment.id)
+            .where(
+                StorageCommitment.transaction_uid == transaction_uid,
+                StorageCommitment.calling_ae == calling_ae,
+                StorageCommitment.state == CommitmentState.PENDING,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def failures(commitment: StorageCommitment) -> list[dict[str, Any]]:

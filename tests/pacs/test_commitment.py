@@ -421,3 +421,21 @@ def test_a_report_never_delivered_is_given_up_after_the_last_attempt(app: Flask)
         outcome = db.scalar(select(AuditEvent.outcome).where(
             AuditEvent.action == "storage_commitment.report"))  # fmt: skip
     assert outcome == "failure"
+
+
+def test_a_transaction_uid_still_pending_fails_every_instance_of_the_new_request(
+    app: Flask,
+) -> None:
+    archive = archive_root(app.config["DATA_DIR"])
+    actor = Actor.dicom(MODALITY, "127.0.0.1")
+    same = CommitmentRequest(new_uid(), (Reference(CTImageStorage, new_uid()),
+                                         Reference(CTImageStorage, new_uid())))  # fmt: skip
+    with transaction(app) as db:
+        first = commitment.record_request(db, actor, same, archive)
+        second = commitment.record_request(db, actor, same, archive)
+        elsewhere = commitment.record_request(db, Actor.dicom("MR01", None), same, archive)
+        event_type, info = commitment.event_information(second, "PLACA")
+        assert [e["failure_reason"] for e in first.references] == [0x0112, 0x0112]
+        assert [e["failure_reason"] for e in elsewhere.references] == [0x0112, 0x0112]
+    assert event_type == 2 and "ReferencedSOPSequence" not in info
+    assert list(failed(info).values()) == [0x0131, 0x0131]
