@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import signal
@@ -16,11 +17,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification
 from sqlalchemy import create_engine, func, select
 
 from pacs.models import Instance
-from ris.dicom_door import store_success_command
+from ris.dicom_door import _Contexts, store_success_command, store_success_pdu
 from tests.conftest import BACKENDS, PostgresServer
 from tests.pacs.dicom_data import make_dataset, new_uid
 from tests.serve_process import ServeProcess
@@ -38,7 +41,20 @@ def test_the_prebuilt_success_is_pynetdicoms_command_set_byte_for_byte() -> None
     ((context_id, fragment),) = pdata.presentation_data_value_list
     assert context_id == 1
     assert fragment[:1] == b"\x03"  # command, last fragment
-    assert store_success_command(CTImageStorage, 7, "1.2.3.45") == fragment[1:]
+    command = store_success_command(CTImageStorage, 7, "1.2.3.45")
+    assert command == fragment[1:]
+    pdu = P_DATA_TF()
+    pdu.from_primitive(pdata)
+    assert store_success_pdu(1, command) == pdu.encode()
+
+
+def test_each_association_negotiates_on_its_own_copy_of_the_contexts() -> None:
+    contexts = _Contexts([build_context(CTImageStorage, [ExplicitVRLittleEndian])])
+    (copied,) = copy.deepcopy(contexts)
+    (original,) = contexts
+    assert copied is not original and copied.transfer_syntax == original.transfer_syntax
+    copied.result, copied.transfer_syntax[0] = 0x00, "1.2.840.10008.1.2"
+    assert original.result is None and original.transfer_syntax == [ExplicitVRLittleEndian]
 
 
 def _children(pid: int) -> list[int]:
