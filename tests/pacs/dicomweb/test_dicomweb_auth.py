@@ -6,12 +6,15 @@ origin, and the audit of every retrieval."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import select
 
+from ris import api_tokens, users
+from ris.audit import Actor
 from ris.db import transaction
 from ris.models import ApiToken, AuditEvent
 from tests.conftest import PASSWORD, csrf_token
@@ -169,3 +172,19 @@ def test_the_rest_api_takes_the_same_credentials(placa: Placa) -> None:
     created = requests.post(api, json={"code": "CT9", "name": "CT 9", "modality": "CT"},
                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert created.status_code == 403
+
+
+def test_expired_tokens_and_disabled_users_are_refused(placa: Placa, study: str) -> None:
+    url = f"{placa.base}/studies/{study}/metadata"
+    name = placa.user("radiologist")
+    with transaction(placa.app) as db:
+        user = users.find_user(db, name)
+        assert user is not None
+        _, expired = api_tokens.create_token(db, Actor.system("test"), user, "old",
+                                             timedelta(seconds=-1))  # fmt: skip
+    assert requests.get(url, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+    _, token = placa.token(name)
+    assert requests.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert placa.app.test_cli_runner().invoke(args=["users", "disable", name]).exit_code == 0
+    assert requests.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert requests.get(url, auth=(name, PASSWORD)).status_code == 401
