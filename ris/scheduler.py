@@ -34,18 +34,11 @@ def _send_hl7(app: Flask, _db: Session) -> None:
     send_due(app)
 
 
-def _send_commitment_reports(app: Flask, _db: Session) -> None:
-    # Like the HL7 sender: each report is claimed and recorded in its own transaction.
-    from pacs.commitment_scp import send_due_reports
-
-    send_due_reports(app)
-
-
-# (job id, function, trigger); later packages add their exports and retries here.
+# (job id, function, trigger): the RIS shell's own. Other packages list theirs in their
+# ``jobs.py`` (``pacs.jobs.JOBS``), handed to the door by the composition root (ris.serve).
 JOBS: list[tuple[str, Job, Any]] = [
     ("close-stale-sessions", _close_stale_sessions, IntervalTrigger(minutes=5)),
     ("hl7-send", _send_hl7, IntervalTrigger(seconds=5)),
-    ("storage-commitment-reports", _send_commitment_reports, IntervalTrigger(seconds=10)),
 ]
 
 
@@ -63,15 +56,16 @@ class SchedulerDoor:
 
     name = "scheduler"
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, jobs: list[tuple[str, Job, Any]] | None = None) -> None:
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        for job_id, job, trigger in JOBS:
+        jobs = JOBS if jobs is None else jobs
+        for job_id, job, trigger in jobs:
             self.scheduler.add_job(
                 run_job, trigger, args=(app, job_id, job), id=job_id,
                 coalesce=True, max_instances=1, misfire_grace_time=60,
             )  # fmt: skip
         self.scheduler.start()
-        logger.info("Scheduler: %d jobs", len(JOBS))
+        logger.info("Scheduler: %d jobs", len(jobs))
 
     def is_up(self) -> bool:
         return bool(self.scheduler.running)

@@ -48,9 +48,10 @@ def _start(app: Flask, name: str, dicom_handoff_fd: int | None = None) -> Door:
         from ris.hl7_door import HL7Door
 
         return HL7Door(app)
-    from ris.scheduler import SchedulerDoor
+    from pacs.jobs import JOBS as ARCHIVE_JOBS
+    from ris.scheduler import JOBS, SchedulerDoor
 
-    return SchedulerDoor(app)
+    return SchedulerDoor(app, [*JOBS, *ARCHIVE_JOBS])
 
 
 def selected_doors(app: Flask, only: tuple[str, ...]) -> list[str]:

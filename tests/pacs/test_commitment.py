@@ -29,13 +29,14 @@ from sqlalchemy import select, update
 from pacs import commitment, remote_aes
 from pacs.commitment import WELL_KNOWN_INSTANCE, CommitmentRequest, Reference
 from pacs.commitment_scp import send_due_reports
+from pacs.jobs import JOBS
 from pacs.models import CommitmentState, Instance, StorageCommitment
 from pacs.storage import archive_root
 from ris.audit import Actor
 from ris.db import transaction, utcnow
 from ris.dicom_door import DicomDoor, set_nodelay
 from ris.models import AuditEvent
-from ris.scheduler import JOBS, run_job
+from ris.scheduler import run_job
 from tests.conftest import build_app, free_port
 from tests.pacs.dicom_data import make_dataset, new_uid
 
@@ -439,3 +440,13 @@ def test_a_transaction_uid_still_pending_fails_every_instance_of_the_new_request
         assert [e["failure_reason"] for e in elsewhere.references] == [0x0112, 0x0112]
     assert event_type == 2 and "ReferencedSOPSequence" not in info
     assert list(failed(info).values()) == [0x0131, 0x0131]
+
+
+def test_the_scheduler_door_of_serve_runs_the_retry_job(app: Flask) -> None:
+    from ris.serve import _start
+
+    door = _start(app, "scheduler")
+    try:
+        assert "storage-commitment-reports" in {job.id for job in door.scheduler.get_jobs()}
+    finally:
+        door.stop()
