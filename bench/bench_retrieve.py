@@ -144,7 +144,9 @@ def in_private_network() -> None:
         return
     command = " ".join(["ip link set lo up && exec", sys.executable, *sys.argv])
     os.execvpe(
-        "unshare", ["unshare", "-rn", "sh", "-c", command], {**os.environ, "RETRIEVE_BENCH_NETNS": "1"}
+        "unshare",
+        ["unshare", "-rn", "sh", "-c", command],
+        {**os.environ, "RETRIEVE_BENCH_NETNS": "1"},
     )
 
 

@@ -17,10 +17,12 @@ handler performs the whole retrieve and then yields what makes pynetdicom answer
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -62,6 +64,7 @@ from pacs.store_scu import (
     converted,
     dataset_offset,
     proposals,
+    read_store_reply,
     retrieve_response,
     store_command,
 )
@@ -84,6 +87,15 @@ class Retrieve:
     event: Event
     app: Flask
     operation: str  # "C-MOVE" or "C-GET"
+    cancel_read: bool = False  # a C-CANCEL this module read itself (C-GET, see _reads_taken)
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancel_read or self.event.is_cancelled
+
+    def cancel_received(self, message_id: int) -> None:
+        if message_id == int(self.event.request.MessageID):
+            self.cancel_read = True
 
     @property
     def calling_ae(self) -> str:
@@ -298,11 +310,33 @@ def _get(retrieve: Retrieve) -> Response:
         return retrieve.refused(refusal)
     counts = Counts(remaining=len(selection.instances))
     started = time.perf_counter()
-    cancelled = _run(retrieve, selection, counts, _get_sender(retrieve))
+    with _reads_taken(retrieve.event):
+        cancelled = _run(retrieve, selection, counts, _get_sender(retrieve))
     _log_done(retrieve, counts, retrieve.calling_ae, started)
     if selection.instances:
         retrieve.audit(selection, counts, retrieve.calling_ae, cancelled)
     return retrieve.final(counts, cancelled)
+
+
+@contextmanager
+def _reads_taken(event: Event) -> Iterator[None]:
+    """Read the requesting association's socket here, not in pynetdicom's DUL, while the
+    C-GET's sub-operations run: the DUL's polling and decoding halve the rate.
+
+    pynetdicom's transport reports no data to read while it believes itself disconnected
+    (``AssociationSocket.ready``); the flag is restored before the final response, so the
+    DUL reads the release as usual."""
+    transport = event.assoc.dul.socket
+    sock = transport.socket
+    timeout = sock.gettimeout()
+    transport._is_connected = False
+    time.sleep(0.005)  # a DUL poll already past that check ends its select() first
+    sock.settimeout(STORE_TIMEOUT)
+    try:
+        yield
+    finally:
+        sock.settimeout(timeout)
+        transport._is_connected = True
 
 
 Sender = Callable[[Retrievable, int], int]
@@ -316,7 +350,7 @@ class Broken(Exception):
 def _run(retrieve: Retrieve, selection: Selection, counts: Counts, send: Sender) -> bool:
     """Every sub-operation, a Pending response after each; True when cancelled."""
     for number, item in enumerate(selection.instances, start=1):
-        if retrieve.event.is_cancelled:
+        if retrieve.is_cancelled:
             logger.info(
                 "%s from %s cancelled after %d of %d",
                 retrieve.operation,
@@ -406,7 +440,7 @@ def _move_sender(store: StoreAssociation, originator: str, originator_id: int) -
 
 def _get_sender(retrieve: Retrieve) -> Sender:
     """C-STOREs on the requesting association, where the requestor accepted the Storage SCP
-    role: written on its socket directly, answered through pynetdicom's DUL."""
+    role: written and read on its socket directly (see _reads_taken)."""
     assoc = retrieve.event.assoc
     wire = retrieve.wire
     contexts: dict[tuple[str, str], int] = {}
@@ -426,26 +460,43 @@ def _get_sender(retrieve: Retrieve) -> Sender:
             )
             return FILE_UNREADABLE
         context_id, syntax = chosen
-        try:
-            data = _dataset_bytes(item, syntax)
-        except (OSError, PeerError) as exc:
-            logger.error("C-GET: %s cannot be read (%s): not sent", item.path, exc)
-            return FILE_UNREADABLE
         if not assoc.is_established:
             raise Broken("the requestor ended the association")
         command = store_command(item.sop_class_uid, item.sop_instance_uid, message_id, "", None)
         try:
-            wire.send_command(context_id, command)
-            wire.send_bytes(context_id, data)
-        except PeerError as exc:
-            raise Broken(exc.comment) from None
-        # pynetdicom's DUL reads the answer (and any C-CANCEL) for us.
-        _context_id, reply = assoc.dimse.get_msg(block=True)
-        if reply is None or getattr(reply, "Status", None) is None:
-            raise Broken("no C-STORE answer from the requestor")
-        return int(reply.Status)
+            with open(item.path, "rb") as handle:
+                offset = dataset_offset(handle)
+                data = None if syntax == item.transfer_syntax_uid else converted(item.path, syntax)
+                _send_one(wire, context_id, command, handle, offset, data)
+        except (OSError, PeerError) as exc:  # before anything was sent
+            logger.error("C-GET: %s cannot be read (%s): not sent", item.path, exc)
+            return FILE_UNREADABLE
+        try:
+            reply = read_store_reply(wire.sock, message_id, retrieve.cancel_received)
+        except (OSError, PeerError) as exc:
+            raise Broken(f"no C-STORE answer from the requestor: {exc}") from None
+        return reply.status
 
     return send
+
+
+def _send_one(
+    wire: Wire,
+    context_id: int,
+    command: bytes,
+    handle: io.BufferedReader,
+    offset: int,
+    data: bytes | None,
+) -> None:
+    """One C-STORE-RQ: the file's dataset as stored, or its conversion."""
+    try:
+        wire.send_command(context_id, command)
+        if data is None:
+            wire.send_file(context_id, handle, offset)
+        else:
+            wire.send_bytes(context_id, data)
+    except (OSError, PeerError) as exc:  # part of the message may be out: nothing more can go
+        raise Broken(f"the requestor's association failed: {exc}") from None
 
 
 def _context(contexts: dict[tuple[str, str], int], item: Retrievable) -> tuple[int, str] | None:
@@ -458,14 +509,6 @@ def _context(contexts: dict[tuple[str, str], int], item: Retrievable) -> tuple[i
             if context is not None:
                 return context, syntax
     return None
-
-
-def _dataset_bytes(item: Retrievable, syntax: str) -> bytes:
-    if syntax != item.transfer_syntax_uid:
-        return converted(item.path, syntax)
-    with open(item.path, "rb") as handle:
-        handle.seek(dataset_offset(handle))
-        return handle.read()
 
 
 SERVICES = [

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +58,15 @@ CONVERTIBLE = frozenset(
 MAX_CONTEXTS = 128  # odd context IDs 1..255 (PS3.8 9.3.2.2)
 RECEIVE_MAX_PDU = 1 << 20  # what Placa accepts from the peer (only small answers come back)
 UNLIMITED_CHUNK = 4 << 20  # a peer with no limit still gets the file in 4 MB PDUs
+BLOCK = 4 << 20  # a file is read and sent in blocks of this size
+IOV_MAX = 1024  # buffers one sendmsg() takes (Linux)
 PDU_HEADER = struct.Struct(">BxI")  # type, reserved, length (PS3.8 9.3.1)
 PDV_HEADER = struct.Struct(">BxIIBB")  # P-DATA-TF header and one PDV item's header
 ELEMENT = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
 COMMAND_LAST, DATA, DATA_LAST = 0x03, 0x00, 0x02
 A_ASSOCIATE_AC_TYPE, A_ASSOCIATE_RJ_TYPE, P_DATA_TF_TYPE = 0x02, 0x03, 0x04
 A_RELEASE_RQ_TYPE, A_RELEASE_RP_TYPE, A_ABORT_TYPE = 0x05, 0x06, 0x07
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_STORE_RQ, C_STORE_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0FFF
 ACCEPTANCE = 0x00
 
 
@@ -109,7 +111,7 @@ class Wire:
         self.sock = sock
         # A PDV item takes 6 bytes of the PDU's length beside its fragment (PS3.8 9.3.5).
         self.chunk = (peer_max_pdu - 6) if peer_max_pdu > 6 else UNLIMITED_CHUNK
-        self._buffer = bytearray(self.chunk)
+        self._buffer = bytearray()
 
     def send_command(self, context: int, command: bytes) -> None:
         self._sendall(
@@ -120,32 +122,45 @@ class Wire:
         )
 
     def send_file(self, context: int, handle: io.BufferedReader, offset: int) -> None:
+        """The dataset from ``offset`` to the end of the file, read in blocks of up to
+        BLOCK bytes, each block's PDUs handed to the kernel in one sendmsg() call."""
         remaining = os.fstat(handle.fileno()).st_size - offset
         handle.seek(offset)
-        view = memoryview(self._buffer)
-        while True:
-            count = handle.readinto(view[: min(self.chunk, remaining)])
-            if count <= 0 and remaining > 0:
+        if remaining <= 0:
+            self._send_pdvs(context, memoryview(b""), last=True)
+            return
+        while remaining > 0:
+            block = self._block(min(remaining, BLOCK))
+            count = handle.readinto(block)
+            if count <= 0:
                 raise PeerError("the file ended early")
             remaining -= count
-            self._send_pdv(context, DATA_LAST if remaining <= 0 else DATA, view[:count])
-            if remaining <= 0:
-                return
+            self._send_pdvs(context, block[:count], last=remaining <= 0)
 
     def send_bytes(self, context: int, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, max(len(data), 1), self.chunk):
-            last = start + self.chunk >= len(data)
-            self._send_pdv(context, DATA_LAST if last else DATA, view[start : start + self.chunk])
+        self._send_pdvs(context, memoryview(data), last=True)
 
-    def _send_pdv(self, context: int, control: int, data: memoryview) -> None:
-        header = PDV_HEADER.pack(P_DATA_TF_TYPE, len(data) + 6, len(data) + 2, context, control)
+    def _block(self, size: int) -> memoryview:
+        """A reusable read buffer of ``size`` bytes (never shrinks)."""
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        return memoryview(self._buffer)[:size]
+
+    def _send_pdvs(self, context: int, data: memoryview, *, last: bool) -> None:
+        """``data`` as PDUs of at most ``chunk`` bytes; the final one marked last if ``last``."""
+        buffers: list[bytes | memoryview] = []
+        starts = range(0, max(len(data), 1), self.chunk)
+        for start in starts:
+            fragment = data[start : start + self.chunk]
+            final = last and start == starts[-1]
+            control = DATA_LAST if final else DATA
+            length = len(fragment)
+            buffers += (PDV_HEADER.pack(P_DATA_TF_TYPE, length + 6, length + 2, context, control),
+                        fragment)  # fmt: skip
         try:
-            sent = self.sock.sendmsg([header, data])
-            if sent < len(header) + len(data):
-                self.sock.sendall((header + bytes(data))[sent:])
+            _send_buffers(self.sock, buffers)
         except OSError as exc:
-            raise PeerError(f"the destination closed the association: {exc}") from None
+            raise PeerError(f"the peer closed the association: {exc}") from None
 
     def _sendall(self, data: bytes) -> None:
         try:
@@ -283,20 +298,49 @@ class StoreAssociation:
             _close(self.sock)
 
     def _reply(self, message_id: int) -> Reply:
-        command = bytearray()
-        while True:
-            kind, body = _read_pdu(self.sock)
-            if kind == A_ABORT_TYPE:
-                raise PeerError("the destination aborted the association")
-            if kind == A_RELEASE_RQ_TYPE:
-                raise PeerError("the destination released the association")
-            if kind != P_DATA_TF_TYPE:
-                raise PeerError(f"unexpected PDU 0x{kind:02X} from the destination")
-            for control, fragment in _pdvs(body):
-                if control & 0x01:  # a command fragment; a C-STORE-RSP carries no data set
-                    command += fragment
-                    if control & 0x02:
-                        return _store_reply(bytes(command), message_id)
+        return read_store_reply(self.sock, message_id)
+
+
+def _send_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """Send every buffer, in order, with as few system calls as the kernel allows."""
+    index = 0
+    while index < len(buffers):
+        sent = sock.sendmsg(buffers[index : index + IOV_MAX])
+        while index < len(buffers) and sent >= len(buffers[index]):
+            sent -= len(buffers[index])
+            index += 1
+        if sent:
+            buffers[index] = memoryview(buffers[index])[sent:]
+
+
+def read_store_reply(
+    sock: socket.socket, message_id: int, on_cancel: Callable[[int], None] | None = None
+) -> Reply:
+    """Read PDUs up to the C-STORE-RSP of ``message_id``. A C-CANCEL-RQ on the way (the
+    peer cancelling the C-GET these C-STOREs serve) is passed to ``on_cancel`` with the
+    Message ID it cancels; anything else ends the association (PeerError)."""
+    command = bytearray()
+    while True:
+        kind, body = _read_pdu(sock)
+        if kind == A_ABORT_TYPE:
+            raise PeerError("the peer aborted the association")
+        if kind == A_RELEASE_RQ_TYPE:
+            raise PeerError("the peer released the association")
+        if kind != P_DATA_TF_TYPE:
+            raise PeerError(f"unexpected PDU 0x{kind:02X} from the peer")
+        for control, fragment in _pdvs(body):
+            if not control & 0x01:
+                raise PeerError("a data set from the peer where a C-STORE-RSP was due")
+            command += fragment
+            if not control & 0x02:
+                continue
+            values = _command_values(bytes(command))
+            command.clear()
+            field = int.from_bytes(values.get(0x0100, b"\x00\x00"), "little")
+            if field == C_CANCEL_RQ and on_cancel is not None:
+                on_cancel(int.from_bytes(values.get(0x0120, b"\x00\x00"), "little"))
+                continue
+            return _store_reply(values, message_id)
 
 
 def dataset_offset(handle: io.BufferedReader) -> int:
@@ -418,17 +462,22 @@ def store_command(
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
-def _store_reply(command: bytes, message_id: int) -> Reply:
+def _command_values(command: bytes) -> dict[int, bytes]:
+    """A command set's element values by element number (group 0000, implicit VR)."""
     values: dict[int, bytes] = {}
     position = 0
     while position + 8 <= len(command):
         _group, element, length = ELEMENT.unpack_from(command, position)
         values[element] = command[position + 8 : position + 8 + length]
         position += 8 + length
+    return values
+
+
+def _store_reply(values: dict[int, bytes], message_id: int) -> Reply:
     field = int.from_bytes(values.get(0x0100, b"\x00\x00"), "little")
     answered = int.from_bytes(values.get(0x0120, b"\x00\x00"), "little")
     if field != C_STORE_RSP or answered != message_id or 0x0900 not in values:
-        raise PeerError("the destination's answer is not this C-STORE's")
+        raise PeerError("the peer's answer is not this C-STORE's")
     comment = values.get(0x0902, b"").decode("ascii", "replace").strip("\x00 ")
     return Reply(int.from_bytes(values[0x0900], "little"), comment)
 

@@ -496,3 +496,14 @@ def test_getscu_retrieves_a_study_as_stored(archive: Archive, tmp_path: Path) ->
         meta = dcmread(path, stop_before_pixels=True).file_meta
         got[str(meta.MediaStorageSOPInstanceUID)] = dataset_part(path)
     assert got == {uid: archive.sent[uid] for uid in archive.studies[study]}
+
+
+def test_an_instance_larger_than_a_read_block_arrives_whole(
+    archive: Archive, storescp: StoreSCP
+) -> None:
+    big = make_dataset(study=new_uid(), patient_id="PID003", rows=1500)  # 4.5 MB > BLOCK
+    uid = archive.store(big)
+    result = movescu(archive, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID":
+                               str(big.StudyInstanceUID), "SOPInstanceUID": uid})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert storescp.received() == {uid: archive.sent[uid]}
