@@ -161,6 +161,10 @@ def _read_information(info: Dataset) -> CommitmentRequest:
             raise Refused(
                 INVALID_ARGUMENT_VALUE, f"ReferencedSOPSequence item {number} lacks a UID"
             )
+        if not valid_uid(sop_class) or not valid_uid(sop_instance):
+            raise Refused(
+                INVALID_ARGUMENT_VALUE, f"ReferencedSOPSequence item {number}: invalid UID"
+            )
         references.append(Reference(sop_class, sop_instance))
     return CommitmentRequest(transaction_uid, tuple(references))
 
@@ -210,8 +214,8 @@ def _answered(assoc: Association) -> bool:
     """Wait until the reactor has served the N-ACTION (its response queued to the peer).
 
     pynetdicom marks the reactor paused while a handler runs and sends the response right
-    after it; ``send_n_event_report`` then pauses it properly. A report sent earlier could
-    overtake the N-ACTION-RSP, which the requestor expects first.
+    after it; :func:`_reactor_paused` then holds it at its checkpoint. A report sent
+    earlier could overtake the N-ACTION-RSP, which the requestor expects first.
     """
     deadline = time.monotonic() + RESPONSE_WAIT
     while assoc._is_paused:  # noqa: SLF001 (pynetdicom has no public signal for this)

@@ -118,7 +118,7 @@ def store(assoc: Association, count: int) -> list[Dataset]:
 BAD_UID = b"../not-a-uid"
 
 
-def request(transaction_uid: str | bytes, references: list[tuple[str, str]]) -> Dataset:
+def request(transaction_uid: str | bytes, references: list[tuple[str, str | bytes]]) -> Dataset:
     """Action Information; an empty Transaction UID or reference list is left out."""
     info = Dataset()
     if isinstance(transaction_uid, bytes):  # as a careless peer sends it, unchecked
@@ -132,9 +132,14 @@ def request(transaction_uid: str | bytes, references: list[tuple[str, str]]) -> 
     return info
 
 
-def _item(sop_class: str, uid: str) -> Dataset:
+def _item(sop_class: str, uid: str | bytes) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, uid
+    item.ReferencedSOPClassUID = sop_class
+    if isinstance(uid, bytes):  # unchecked, as a careless peer sends it
+        tag = Tag("ReferencedSOPInstanceUID")
+        item[tag] = RawDataElement(tag, "UI", len(uid), uid, 0, False, True)
+    else:
+        item.ReferencedSOPInstanceUID = uid
     return item
 
 
@@ -345,9 +350,23 @@ def test_a_requestor_that_releases_instead_of_answering_gets_the_report_again(
             marks=pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
         ),  # fmt: skip
         (request("1.2.3", [("", "1.2.3")]), 1, 0x0115, "item 1 lacks a UID"),
+        pytest.param(
+            request("1.2.3", [(CTImageStorage, "1.2.3"), (CTImageStorage, b"1.02.x")]),
+            1,
+            0x0115,
+            "item 2: invalid UID",
+            marks=pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
+        ),  # fmt: skip
         (request("1.2.3", [(CTImageStorage, "1.2.3")]), 2, 0x0123, "Action Type 2 is not 1"),
     ],
-    ids=["no-transaction", "no-references", "bad-transaction", "bad-item", "action-type"],
+    ids=[
+        "no-transaction",
+        "no-references",
+        "bad-transaction",
+        "no-item-uid",
+        "bad-item-uid",
+        "action-type",
+    ],  # fmt: skip
 )
 def test_a_malformed_n_action_is_refused_and_leaves_nothing(
     door: Running, info: Dataset, action_type: int, status_code: int, comment: str
