@@ -57,9 +57,10 @@ MAX_REFERENCES = 20_000
 RETRY_BASE = timedelta(seconds=10)
 RETRY_MAX = timedelta(minutes=10)
 MAX_ATTEMPTS = 40  # about six hours of attempts, most of them 10 minutes apart
-# How long a report being delivered is leased: longer than an association's slowest
-# exchange (connect, negotiation, the report's answer), so no one else sends it meanwhile.
-CLAIM = timedelta(minutes=3)
+# How long a report being delivered is leased: longer than its slowest first attempt (the
+# request's association, then a new one: connect, negotiation, the report's answer), so no
+# one else sends it meanwhile.
+CLAIM = timedelta(minutes=5)
 BATCH = 50  # reports one scheduler run claims
 _LOOKUP_CHUNK = 500  # SOP Instance UIDs per IN (...) query
 

@@ -8,6 +8,9 @@ accents removed, components kept) so matching can ignore case and accents.
 
 A study points to the RIS exam (requested procedure) and patient it belongs to once
 reconciliation links it; until then it is "unmatched".
+
+Storage commitment requests (:class:`StorageCommitment`) are kept with their decision until
+their report is delivered (:mod:`pacs.commitment`).
 """
 
 from __future__ import annotations
