@@ -34,11 +34,12 @@ import re
 import secrets
 import time as time_module
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -46,11 +47,12 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, data_element_generator
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from pacs.models import ArchivePatient, Instance, Series, Study
-from ris.db import utcnow
+from ris.db import UTCDateTime, utcnow
 from ris.models import Order, RequestedProcedure
 from ris.patients import normalise
 
@@ -542,24 +544,59 @@ def find_instance(db: Session, sop_instance_uid: str) -> tuple[int, str] | None:
     return (row[0], row[1]) if row else None
 
 
-# The hot path's statements, built once (SQLAlchemy then only binds values) and run on the
-# session's connection: for an instance of a known series they are all a store costs.
-_INSTANCE_BY_UID = select(Instance.id, Instance.path, Instance.series_fk).where(
-    Instance.sop_instance_uid == bindparam("uid")
-)
-_SERIES_BY_UID = select(Series.study_fk, Series.id).where(
-    Series.series_instance_uid == bindparam("uid")
-)
-_INSERT_INSTANCE = insert(Instance).returning(Instance.id)
-_COUNT_IN_SERIES = (
-    update(Series).where(Series.id == bindparam("series_id"))
-    .values(number_of_series_related_instances=Series.number_of_series_related_instances + 1)
-)  # fmt: skip
-_COUNT_IN_STUDY = (
-    update(Study).where(Study.id == bindparam("study_row"))
-    .values(number_of_study_related_instances=Study.number_of_study_related_instances + 1,
-            updated_at=bindparam("now"))
-)  # fmt: skip
+# The hot path's statements for an instance of a known series, run on the DBAPI cursor of
+# the session's connection (inside its transaction): SQLAlchemy's execution of a prebuilt
+# statement costs about 0.1 ms of CPU, five times a store, more than SQLite running them.
+# Values are bound through the columns' own types (UTCDateTime), as SQLAlchemy would.
+_INSTANCE_COLUMNS = ("sop_instance_uid", "series_fk", "sop_class_uid", "instance_number",
+                     "transfer_syntax_uid", "path", "size", "sha1", "received_at",
+                     "calling_ae")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _HotStatements:
+    instance_by_uid: str
+    series_by_uid: str
+    insert_instance: str
+    count_in_series: str
+    count_in_study: str
+    timestamp: Callable[[datetime], Any]
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _HotStatements:
+        def mark(name: str) -> str:  # sqlite3's named style, or psycopg's
+            return f":{name}" if dialect.name == "sqlite" else f"%({name})s"
+
+        instances, series = Instance.__table__.name, Series.__table__.name
+        count = "number_of_series_related_instances"
+        study_count = "number_of_study_related_instances"
+        processor = UTCDateTime().bind_processor(dialect) or (lambda value: value)
+        return cls(
+            instance_by_uid=f"SELECT id, path, series_fk FROM {instances} "
+            f"WHERE sop_instance_uid = {mark('uid')}",
+            series_by_uid=f"SELECT study_fk, id FROM {series} "
+            f"WHERE series_instance_uid = {mark('uid')}",
+            insert_instance=f"INSERT INTO {instances} ({', '.join(_INSTANCE_COLUMNS)}) VALUES "
+            f"({', '.join(mark(c) for c in _INSTANCE_COLUMNS)}) RETURNING id",
+            count_in_series=f"UPDATE {series} SET {count} = {count} + 1 "
+            f"WHERE id = {mark('series_id')}",
+            count_in_study=f"UPDATE {Study.__table__.name} SET {study_count} = {study_count} "
+            f"+ 1, updated_at = {mark('now')} WHERE id = {mark('study_row')}",
+            timestamp=processor,
+        )
+
+
+_HOT: dict[str, _HotStatements] = {}
+
+
+def _hot(db: Session) -> tuple[_HotStatements, Any]:
+    """The dialect's hot statements and a DBAPI cursor in the session's transaction."""
+    connection = db.connection()
+    dialect = connection.dialect
+    hot = _HOT.get(dialect.name)
+    if hot is None:
+        hot = _HOT.setdefault(dialect.name, _HotStatements.for_dialect(dialect))
+    return hot, connection.connection.cursor()
 
 
 def index_instance(
@@ -568,8 +605,9 @@ def index_instance(
 ) -> StoreResult:  # fmt: skip
     """Add (or replace) the instance's row, creating its patient, study and series as needed,
     and keep the counts right. Flushes; the caller commits, then answers."""
-    connection = db.connection()
-    existing = connection.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
+    hot, cursor = _hot(db)
+    cursor.execute(hot.instance_by_uid, {"uid": header.sop_instance_uid})
+    existing = cursor.fetchone()
     if existing is not None and duplicates is Duplicates.KEEP:
         series_study = db.scalar(select(Series.study_fk).where(Series.id == existing[2]))
         # Another association stored it first: this copy's file, if another, is not kept.
@@ -584,9 +622,11 @@ def index_instance(
         calling_ae=calling_ae[:16],
     )  # fmt: skip
     if existing is None:
-        instance_id = connection.execute(
-            _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
-        ).scalar_one()
+        cursor.execute(hot.insert_instance, {
+            **values, "sop_instance_uid": header.sop_instance_uid,
+            "received_at": hot.timestamp(values["received_at"]),
+        })  # fmt: skip
+        instance_id = int(cursor.fetchone()[0])
         _count_new_instance(db, study_id, series_id, new_series)
         return StoreResult(Outcome.STORED, instance_id, study_id, new_study)
     old_id, old_path, old_series = existing
@@ -605,9 +645,9 @@ def _count_new_instance(db: Session, study_id: int, series_id: int, new_series: 
     if new_series:
         recount_study(db, study_id)  # series count and ModalitiesInStudy change too
         return
-    connection = db.connection()
-    connection.execute(_COUNT_IN_SERIES, {"series_id": series_id})
-    connection.execute(_COUNT_IN_STUDY, {"study_row": study_id, "now": utcnow()})
+    hot, cursor = _hot(db)
+    cursor.execute(hot.count_in_series, {"series_id": series_id})
+    cursor.execute(hot.count_in_study, {"study_row": study_id, "now": hot.timestamp(utcnow())})
 
 
 def recount_series(db: Session, series_id: int) -> None:
@@ -644,7 +684,9 @@ def _series_for(
     db: Session, header: Header, zone: ZoneInfo, calling_ae: str
 ) -> tuple[int, int, bool, bool]:
     """(study id, series id, study is new, series is new), creating what is missing."""
-    row = db.connection().execute(_SERIES_BY_UID, {"uid": header.series_instance_uid}).first()
+    hot, cursor = _hot(db)
+    cursor.execute(hot.series_by_uid, {"uid": header.series_instance_uid})
+    row = cursor.fetchone()
     if row is not None:
         return int(row[0]), int(row[1]), False, False
     study_id, new_study = _study_for(db, header, zone, calling_ae)
