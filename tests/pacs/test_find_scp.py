@@ -8,6 +8,7 @@ are read back from the files findscu extracts (-X) with pydicom, and checked val
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 import warnings
@@ -21,8 +22,15 @@ import pytest
 from flask import Flask
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import BasicTextSRStorage, MRImageStorage
-from pynetdicom import AE
+from pydicom.uid import (
+    BasicTextSRStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+)
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -270,9 +278,11 @@ def test_refusals_name_the_key(archive: Archive) -> None:
     assert "PatientID: required at SERIES level (hierarchical)" in printed
 
 
-def _pynetdicom_find(archive: Archive, sop_class: str, identifier: Dataset) -> list:
+def _pynetdicom_find(
+    archive: Archive, sop_class: str, identifier: Dataset, syntax: str | None = None
+) -> list:
     ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(sop_class)
+    ae.add_requested_context(sop_class, [syntax] if syntax else DEFAULT_TRANSFER_SYNTAXES)
     assoc = ae.associate("127.0.0.1", archive.door.address[1], ae_title="PLACA")
     assert assoc.is_established
     try:
@@ -365,3 +375,26 @@ def test_c_cancel_stops_the_answers(archive: Archive, monkeypatch: pytest.Monkey
     answers, printed = archive.findscu("-S", keys, extra=("--cancel", "1"))
     assert 1 <= len(answers) < 1000
     assert "Cancel" in printed
+
+
+@pytest.mark.parametrize(("syntax", "path"), [
+    (ImplicitVRLittleEndian, "streamed"),
+    (ExplicitVRLittleEndian, "streamed"),
+    (ExplicitVRBigEndian, f"through pydicom ({ExplicitVRBigEndian})"),
+    (DeflatedExplicitVRLittleEndian, f"through pydicom ({DeflatedExplicitVRLittleEndian})"),
+])  # fmt: skip
+def test_every_uncompressed_transfer_syntax(
+    archive: Archive, syntax: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Little endian answers are streamed as bytes; big endian and deflated ones go through
+    pydicom: the same answers either way."""
+    identifier = _identifier(QueryRetrieveLevel="STUDY", PatientID="P1", PatientName="",
+                             ModalitiesInStudy="", NumberOfStudyRelatedInstances="")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="pacs.find_scp"):
+        responses = _pynetdicom_find(archive, StudyRootQueryRetrieveInformationModelFind,
+                                     identifier, syntax)  # fmt: skip
+    assert [code for code, _status, _ds in responses] == [0xFF00, 0x0000]
+    study = responses[0][2]
+    assert str(study.PatientName) == PENA and list(study.ModalitiesInStudy) == ["CT", "SR"]
+    assert study.NumberOfStudyRelatedInstances == 4
+    assert any(path in record.getMessage() for record in caplog.records)
