@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -176,8 +177,15 @@ def _query(identifier: Dataset, level: Level) -> Select[tuple[object, ...]]:
 def _key_values(identifier: Dataset, keyword: str, *, uid: bool) -> list[str]:
     """A unique key's values; empty when absent or zero length. Wildcards and malformed
     UIDs are refused: a retrieve names instances, it does not search for them."""
-    element = identifier.get(keyword)
-    raw = getattr(element, "value", element)
+    tag = Tag(keyword)
+    if tag not in identifier:
+        return []
+    # A UI value is read as sent (ASCII), not through pydicom's conversion, which would
+    # warn about (or, in strict mode, refuse) the malformed UIDs refused here with a reason.
+    element = identifier.get_item(tag) if uid else identifier[tag]
+    raw = element.value
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace").split("\\")
     if raw is None or raw == "":
         return []
     items = list(raw) if isinstance(raw, Sequence) and not isinstance(raw, str) else [raw]

@@ -310,8 +310,10 @@ def _get(retrieve: Retrieve) -> Response:
         return retrieve.refused(refusal)
     counts = Counts(remaining=len(selection.instances))
     started = time.perf_counter()
-    with _reads_taken(retrieve.event):
-        cancelled = _run(retrieve, selection, counts, _get_sender(retrieve))
+    cancelled = False
+    if selection.instances:
+        with _reads_taken(retrieve.event):
+            cancelled = _run(retrieve, selection, counts, _get_sender(retrieve))
     _log_done(retrieve, counts, retrieve.calling_ae, started)
     if selection.instances:
         retrieve.audit(selection, counts, retrieve.calling_ae, cancelled)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     CTImageStorage,
@@ -31,13 +34,20 @@ from sqlalchemy import select
 from pacs import remote_aes
 from pacs.ingest import ingest
 from pacs.models import Instance
-from pacs.storage import archive_root
+from pacs.storage import Received, archive_root, read_part10
 from ris.audit import Actor
 from ris.db import transaction
 from ris.dicom_door import DicomDoor, set_nodelay
 from ris.models import AuditEvent
 from tests.conftest import build_app, free_port, require_tool
-from tests.pacs.dicom_data import dataset_part, encode, make_dataset, new_uid, received
+from tests.pacs.dicom_data import (
+    dataset_part,
+    encode,
+    make_dataset,
+    new_uid,
+    received,
+    write_part10,
+)
 
 DESTINATION = "DEST"
 
@@ -123,12 +133,18 @@ class StoreSCP:
             files[str(meta.MediaStorageSOPInstanceUID)] = dataset_part(path)
         return files
 
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
-def start_storescp(folder: Path, ae_title: str = DESTINATION) -> StoreSCP:
+
+def start_storescp(
+    folder: Path, ae_title: str = DESTINATION, options: tuple[str, ...] = ()
+) -> StoreSCP:
     folder.mkdir(parents=True)
     port = free_port()
     process = subprocess.Popen(
-        [require_tool("storescp"), "-aet", ae_title, "-od", str(folder), str(port)],
+        [require_tool("storescp"), *options, "-aet", ae_title, "-od", str(folder), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
@@ -155,8 +171,7 @@ def storescp(archive: Archive, tmp_path: Path) -> Iterator[StoreSCP]:
     scp = start_storescp(tmp_path / "received")
     archive.register(DESTINATION, scp.port)
     yield scp
-    scp.process.terminate()
-    scp.process.wait(timeout=10)
+    scp.stop()
 
 
 def movescu(
@@ -186,8 +201,13 @@ def movescu(
     )
 
 
-def _study_of(archive: Archive, patient_id: str = "PID001") -> str:
+def _study_of(archive: Archive) -> str:
+    """The CT study of two series (5 instances) of patient PID001."""
     return next(iter(archive.studies))
+
+
+def _study(item: Received) -> str:
+    return str(dcmread(BytesIO(item.dataset), force=True).StudyInstanceUID)
 
 
 def test_movescu_study_level_sends_every_file_as_stored(
@@ -503,7 +523,158 @@ def test_an_instance_larger_than_a_read_block_arrives_whole(
 ) -> None:
     big = make_dataset(study=new_uid(), patient_id="PID003", rows=1500)  # 4.5 MB > BLOCK
     uid = archive.store(big)
-    result = movescu(archive, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID":
-                               str(big.StudyInstanceUID), "SOPInstanceUID": uid})  # fmt: skip
+    result = movescu(
+        archive,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": str(big.StudyInstanceUID),
+            "SOPInstanceUID": uid,
+        },
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert storescp.received() == {uid: archive.sent[uid]}
+
+
+def test_a_move_is_cancelled_by_c_cancel(archive: Archive) -> None:
+    """A slow destination (pynetdicom, 0.2 s a C-STORE): the C-CANCEL sent after the first
+    Pending response stops the move before the study is through."""
+    stored: list[str] = []
+
+    def slow_store(event: evt.Event) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        time.sleep(0.2)
+        return 0x0000
+
+    destination = AE(ae_title="SLOWDEST")
+    destination.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = destination.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)]
+    )
+    archive.register("SLOWDEST", port)
+    try:
+        scu = _scu(StudyRootQueryRetrieveInformationModelMove)
+        assoc = scu.associate(*archive.address, ae_title="PLACA")
+        identifier = _identifier("STUDY", StudyInstanceUID=_study_of(archive))
+        responses = []
+        for status, found in assoc.send_c_move(
+            identifier, "SLOWDEST", StudyRootQueryRetrieveInformationModelMove, msg_id=7
+        ):
+            responses.append((status, found))
+            if len(responses) == 1:
+                assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelMove)
+        assoc.release()
+    finally:
+        server.shutdown()
+    final = responses[-1][0]
+    assert int(final.Status) == 0xFE00
+    assert int(final.NumberOfCompletedSuboperations) == len(stored) < 5
+    assert int(final.NumberOfRemainingSuboperations) == 5 - len(stored)
+
+
+def test_a_compressed_instance_is_moved_in_its_own_syntax(archive: Archive, tmp_path: Path) -> None:
+    original, compressed = tmp_path / "original.dcm", tmp_path / "jpeg.dcm"
+    write_part10(make_dataset(study=new_uid(), patient_id="PID004", rows=64), original)
+    subprocess.run(
+        [require_tool("dcmcjpeg"), str(original), str(compressed)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    item = read_part10(compressed.read_bytes())
+    ingest(archive.app, item)
+    scp = start_storescp(tmp_path / "received", options=("+xa",))
+    archive.register(DESTINATION, scp.port)
+    try:
+        result = movescu(
+            archive,
+            {
+                "QueryRetrieveLevel": "IMAGE",
+                "SOPInstanceUID": item.sop_instance_uid,
+                "StudyInstanceUID": _study(item),
+            },
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        [path] = list(scp.folder.iterdir())
+        assert dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+        assert dataset_part(path) == item.dataset
+    finally:
+        scp.stop()
+
+
+def test_a_destination_that_takes_implicit_vr_only_gets_a_conversion(
+    archive: Archive, tmp_path: Path
+) -> None:
+    scp = start_storescp(tmp_path / "received", options=("+xi",))
+    archive.register(DESTINATION, scp.port)
+    study = _study_of(archive)
+    try:
+        result = movescu(archive, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+        assert result.returncode == 0, result.stdout + result.stderr
+        got = scp.received()
+    finally:
+        scp.stop()
+    assert set(got) == set(archive.studies[study])
+    for path in scp.folder.iterdir():
+        ds = dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        uid = str(ds.SOPInstanceUID)
+        assert encode(ds, ExplicitVRLittleEndian) == archive.sent[uid]
+
+
+def test_a_get_is_audited(archive: Archive) -> None:
+    study = _study_of(archive)
+    scu, (roles, handlers) = _get_scu({})
+    assoc = scu.associate(*archive.address, ae_title="PLACA", ext_neg=roles, evt_handlers=handlers)
+    list(
+        assoc.send_c_get(
+            _identifier("STUDY", StudyInstanceUID=study), StudyRootQueryRetrieveInformationModelGet
+        )
+    )
+    assoc.release()
+    with transaction(archive.app) as db:
+        event = db.scalars(select(AuditEvent).where(AuditEvent.action == "dicom.c_get")).one()
+    assert (event.actor_kind, event.actor, event.object_id, event.outcome) == (
+        "ae",
+        "PYSCU",
+        study,
+        "success",
+    )
+    assert json.loads(event.detail or "{}")["completed"] == 5
+
+
+@pytest.mark.parametrize(
+    ("level", "keyword", "value", "comment"),
+    [
+        ("PATIENT", "PatientID", "PID001", "Study Root has no PATIENT level"),
+        ("IMAGE", "SOPInstanceUID", "1.2.*", "may not be a wildcard"),
+        ("STUDY", "StudyInstanceUID", "../../etc", "is not a UID"),
+        ("FRAME", "StudyInstanceUID", "1.2.3", "unknown Query/Retrieve Level"),
+    ],
+)
+def test_a_get_with_a_bad_identifier_is_refused_with_a_comment(
+    archive: Archive, level: str, keyword: str, value: str, comment: str
+) -> None:
+    identifier = _identifier(level)
+    # Sent as LO: pydicom would not make a malformed UI value (what a faulty SCU sends).
+    identifier[keyword] = DataElement(keyword, "LO", value)
+    scu, (roles, handlers) = _get_scu({})
+    assoc = scu.associate(*archive.address, ae_title="PLACA", ext_neg=roles, evt_handlers=handlers)
+    [(final, _found)] = list(
+        assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+    )
+    assoc.release()
+    assert int(final.Status) == 0xA900
+    assert comment in str(final.ErrorComment)
+
+
+def test_a_get_matching_nothing_succeeds_with_no_sub_operations(archive: Archive) -> None:
+    scu, (roles, handlers) = _get_scu({})
+    assoc = scu.associate(*archive.address, ae_title="PLACA", ext_neg=roles, evt_handlers=handlers)
+    identifier = _identifier("STUDY", StudyInstanceUID=new_uid())
+    [(final, _found)] = list(
+        assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+    )
+    assoc.release()
+    assert int(final.Status) == 0x0000
+    assert int(final.NumberOfCompletedSuboperations) == 0
