@@ -17,8 +17,9 @@ UT and PN, PS3.5 6.1.2.3; the other text VRs hold the default repertoire, the sa
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from pydicom import config
@@ -67,22 +68,26 @@ def encode_dataset(elements: Iterable[Element], *, explicit_vr: bool, charset: s
 
 def _encode_items(elements: Iterable[Element], explicit_vr: bool, codec: str) -> list[bytes]:
     parts: list[bytes] = []
-    for tag, vr, value in sorted(elements, key=_tag_of):
+    for tag, vr, value in sorted(elements, key=_TAG):
         if vr == "SQ":
             body = b"".join(_item_bytes(item, explicit_vr, codec) for item in value or ())
+        elif type(value) is str and value and vr in TEXT_VRS:  # the common case, inline
+            body = value.encode(codec)
+            if len(body) & 1:
+                body += b"\x00" if vr == "UI" else b" "
         else:
             body = _value_bytes(vr, value, codec)
-        prefix, length_format = _prefix(tag, vr, explicit_vr)
+        prefix, pack_length = _prefix(tag, vr, explicit_vr)
         try:
-            parts.append(prefix + struct.pack(length_format, len(body)))
+            parts.append(prefix + pack_length(len(body)))
         except struct.error as error:  # over 64 KiB in a 2-byte length
             raise EncodeError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}: too long") from error
         parts.append(body)
     return parts
 
 
-def _tag_of(element: Element) -> int:
-    return int(element.tag)
+_TAG = itemgetter(0)  # Element.tag; tags are unique within a dataset
+_SHORT_LENGTH, _LONG_LENGTH = struct.Struct("<H").pack, struct.Struct("<I").pack
 
 
 def _item_bytes(item: Item, explicit_vr: bool, codec: str) -> bytes:
@@ -91,14 +96,14 @@ def _item_bytes(item: Item, explicit_vr: bool, codec: str) -> bytes:
 
 
 @lru_cache(maxsize=4096)
-def _prefix(tag: int, vr: str, explicit_vr: bool) -> tuple[bytes, str]:
-    """An element's header before its length, and the length's format (PS3.5 7.1)."""
+def _prefix(tag: int, vr: str, explicit_vr: bool) -> tuple[bytes, Callable[[int], bytes]]:
+    """An element's header before its length, and how its length is packed (PS3.5 7.1)."""
     group_element = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if not explicit_vr:
-        return group_element, "<I"
+        return group_element, _LONG_LENGTH
     if vr in LONG_LENGTH_VRS:
-        return group_element + vr.encode("ascii") + b"\x00\x00", "<I"
-    return group_element + vr.encode("ascii"), "<H"
+        return group_element + vr.encode("ascii") + b"\x00\x00", _LONG_LENGTH
+    return group_element + vr.encode("ascii"), _SHORT_LENGTH
 
 
 def _values(value: Any) -> list[Any]:
