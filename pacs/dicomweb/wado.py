@@ -360,6 +360,24 @@ class FrameSource:
             return OCTET_STREAM, EXPLICIT_LE  # decoded
         return None
 
+    def pixel_bytes(self) -> tuple[int, Iterator[bytes]]:
+        """The native pixel data value: its size and its bytes, read in chunks."""
+        raw = self.ds.get_item(PIXEL_DATA)
+        if self.value_tell is None or self.stored not in UNCOMPRESSED:
+            data = bytes(self.ds.PixelData)
+            return len(data), iter([data])
+        length, start = int(raw.length), self.value_tell
+
+        def chunks() -> Iterator[bytes]:
+            with open(self.path, "rb") as handle:
+                handle.seek(start)
+                left = length
+                while left > 0 and (chunk := handle.read(min(CHUNK, left))):
+                    left -= len(chunk)
+                    yield chunk
+
+        return length, chunks()
+
     def frame(self, number: int, syntax: str) -> Iterator[bytes]:
         if not self.compressed:
             yield self._native_frame(number)
@@ -406,33 +424,33 @@ def wado_bulkdata(study: str, series: str, instance: str, tag_path: str) -> Resp
     path = _existing(row)
     if path is None:
         raise DicomWebError(404, "the instance's file is missing from the archive")
-    ds = dcmread(path, defer_size=BULK_THRESHOLD)
-    value, vr = _bulk_value(ds, tag_path)
+    if tag_path.upper() == f"{PIXEL_DATA:08X}":
+        media, parts = _pixel_data_parts(path, row.transfer_syntax_uid)
+    else:
+        value = _bulk_value(dcmread(path, defer_size=BULK_THRESHOLD), tag_path)
+        media = OCTET_STREAM
+        parts = [(f"Content-Type: {media}\r\nContent-Length: {len(value)}\r\n".encode(), [value])]
     audit_retrieval(get_db(), [row], f"bulk data {tag_path}")
     boundary = uuid.uuid4().hex
-    if (
-        int(tag_path.rsplit("/", 1)[-1], 16) == PIXEL_DATA
-        and row.transfer_syntax_uid not in NATIVE_FRAME_SYNTAXES
-    ):
-        source = FrameSource(path, row.transfer_syntax_uid)
-        media = source.pixel_media
-        parts: Iterable[tuple[bytes, Iterable[bytes]]] = (
-            (f"Content-Type: {media}; transfer-syntax={row.transfer_syntax_uid}\r\n".encode(),
-             source.frame(n, row.transfer_syntax_uid))
-            for n in range(1, source.number_of_frames + 1)
-        )  # fmt: skip
-    else:
-        media = OCTET_STREAM
-        parts = [
-            (f"Content-Type: {OCTET_STREAM}\r\nContent-Length: {len(value)}\r\n".encode(), [value])
-        ]
-    del vr
     content_type = f'{MULTIPART}; type="{media}"; boundary={boundary}'
     return Response(_multipart(boundary, parts), headers={"Content-Type": content_type},
                     direct_passthrough=True)  # fmt: skip
 
 
-def _bulk_value(ds: Dataset, tag_path: str) -> tuple[bytes, str]:
+def _pixel_data_parts(path: Path, stored: str) -> tuple[str, list[tuple[bytes, Iterable[bytes]]]]:
+    """Pixel data as bulk data: native, one part read from the file in chunks; encapsulated,
+    one part per frame in the stored syntax's media type."""
+    source = FrameSource(path, stored)
+    if source.compressed:
+        header = f"Content-Type: {source.pixel_media}; transfer-syntax={stored}\r\n".encode()
+        frames = range(1, source.number_of_frames + 1)
+        return source.pixel_media, [(header, source.frame(n, stored)) for n in frames]
+    size, chunks = source.pixel_bytes()
+    header = f"Content-Type: {OCTET_STREAM}\r\nContent-Length: {size}\r\n".encode()
+    return OCTET_STREAM, [(header, chunks)]
+
+
+def _bulk_value(ds: Dataset, tag_path: str) -> bytes:
     """The value at ``GGGGEEEE[/item/GGGGEEEE...]``; DicomWebError 404/400 otherwise."""
     parts = tag_path.split("/")
     if len(parts) % 2 == 0 or len(parts) > 15:
@@ -446,4 +464,4 @@ def _bulk_value(ds: Dataset, tag_path: str) -> tuple[bytes, str]:
         raise DicomWebError(404, f"no bulk data at {tag_path[:80]!r}") from None
     if not isinstance(element.value, bytes | bytearray):
         raise DicomWebError(404, f"{tag_path[:80]!r} is not a binary value")
-    return bytes(element.value), str(element.VR)
+    return bytes(element.value)

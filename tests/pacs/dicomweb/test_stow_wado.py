@@ -375,3 +375,21 @@ def test_requests_as_ohif_sends_them(placa: Placa) -> None:
                            f"{ds.SeriesInstanceUID}/metadata",
                            headers={"Accept": "application/json"})  # fmt: skip
     assert metadata.status_code == 200 and metadata.json()[0]["7FE00010"]["BulkDataURI"]
+
+
+def test_a_large_binary_value_is_bulk_data_too(placa: Placa) -> None:
+    ds = study_of(1)[0]
+    ds.add_new(0x00090010, "LO", "PLACA TEST")
+    ds.add_new(0x00091010, "OB", b"\x07" * 3000)
+    placa.client("technologist").store_instances([ds])
+    session = placa.session("radiologist")
+    url = (f"{placa.base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
+    [item] = session.get(url + "/metadata").json()
+    uri = item["00091010"]["BulkDataURI"]
+    assert uri.endswith("/bulkdata/00091010") and item["00090010"]["Value"] == ["PLACA TEST"]
+    ((kind, data),) = multipart_parts(session.get(uri))
+    assert kind == "application/octet-stream" and data == b"\x07" * 3000
+    assert session.get(url + "/bulkdata/00091011").status_code == 404
+    assert session.get(url + "/bulkdata/0009").status_code == 404
+    assert session.get(url + "/bulkdata/00091010/0").status_code == 400
