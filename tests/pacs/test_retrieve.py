@@ -678,3 +678,54 @@ def test_a_get_matching_nothing_succeeds_with_no_sub_operations(archive: Archive
     assoc.release()
     assert int(final.Status) == 0x0000
     assert int(final.NumberOfCompletedSuboperations) == 0
+
+
+def test_a_destination_that_rejects_the_association_fails_with_its_reason(
+    archive: Archive,
+) -> None:
+    picky = AE(ae_title="PICKY")
+    picky.require_called_aet = True
+    picky.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = picky.start_server(("127.0.0.1", port), block=False)
+    archive.register("NOTPICKY", port)  # registered under a title the node does not answer to
+    try:
+        responses = _move(
+            archive, _identifier("STUDY", StudyInstanceUID=_study_of(archive)), "NOTPICKY"
+        )
+    finally:
+        server.shutdown()
+    [(final, _identifier_)] = responses
+    assert int(final.Status) == 0xA801
+    assert "rejected" in str(final.ErrorComment)
+
+
+def test_a_move_whose_files_are_all_missing_fails(archive: Archive, storescp: StoreSCP) -> None:
+    study = _study_of(archive)
+    root = archive_root(archive.app.config["DATA_DIR"])
+    with transaction(archive.app) as db:
+        paths = db.scalars(
+            select(Instance.path).where(Instance.sop_instance_uid.in_(archive.studies[study]))
+        ).all()
+    for path in paths:
+        (root / path).unlink()
+    responses = _move(archive, _identifier("STUDY", StudyInstanceUID=study), DESTINATION)
+    final, identifier = responses[-1]
+    assert int(final.Status) == 0xA702
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, 5)
+    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(archive.studies[study])
+    assert storescp.received() == {}
+    with transaction(archive.app) as db:
+        event = db.scalars(select(AuditEvent).where(AuditEvent.action == "dicom.c_move")).one()
+    assert event.outcome == "failure"
+
+
+def _move(archive: Archive, identifier: Dataset, destination: str) -> list[tuple[Dataset, Dataset]]:
+    scu = _scu(StudyRootQueryRetrieveInformationModelMove)
+    assoc = scu.associate(*archive.address, ae_title="PLACA")
+    assert assoc.is_established
+    responses = list(
+        assoc.send_c_move(identifier, destination, StudyRootQueryRetrieveInformationModelMove)
+    )
+    assoc.release()
+    return responses
