@@ -226,7 +226,7 @@ class Retrieve:
 
 def handle_move(event: Event, app: Flask) -> Iterator[Any]:
     """C-MOVE: send the selected instances to the Move Destination, a registered AE."""
-    _answer_with(event, _move(Retrieve(event, app, "C-MOVE")))
+    _answer_with(event, _answered(Retrieve(event, app, "C-MOVE"), _move))
     _ANSWERED.done = True
     yield None, None  # pynetdicom answers "no destination" at once: replaced by ours
 
@@ -248,8 +248,17 @@ logging.getLogger("pynetdicom.service_class").addFilter(_AnsweredFilter())
 
 def handle_get(event: Event, app: Flask) -> Iterator[Any]:
     """C-GET: send the selected instances back over the requesting association."""
-    _answer_with(event, _get(Retrieve(event, app, "C-GET")))
+    _answer_with(event, _answered(Retrieve(event, app, "C-GET"), _get))
     yield 0  # pynetdicom answers "nothing to send" at once: replaced by ours
+
+
+def _answered(retrieve: Retrieve, perform: Callable[[Retrieve], Response]) -> Response:
+    """The final response of ``perform``; a failure (0xC000) when it fails unexpectedly."""
+    try:
+        return perform(retrieve)
+    except Exception:
+        logger.exception("%s from %s failed", retrieve.operation, retrieve.calling_ae)
+        return retrieve.refused(RetrieveRefused(UNABLE_TO_PROCESS, "processing failure"))
 
 
 def _answer_with(event: Event, final: Response) -> None:
