@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 from flask import Response, json, request
 from pydicom import dcmread
@@ -255,14 +256,24 @@ def _json_array(present: list[tuple[InstanceRow, Path]], base: str) -> Iterator[
     for row, path in present:
         bulk = _bulk_uri_builder(row, base)
         try:
-            ds = dcmread(path, defer_size=BULK_THRESHOLD)
-            item = dataset_to_json(ds, bulk, BULK_THRESHOLD)
+            item = _instance_json(path, row.transfer_syntax_uid, bulk)
         except Exception:  # one damaged file: the others' metadata is still answered
             logger.exception("Metadata of %s unreadable", row.sop_instance_uid)
             continue
         yield separator + json.dumps(item, ensure_ascii=False).encode("utf-8")
         separator = b","
     yield b"]" if separator == b"," else b"[]"
+
+
+def _instance_json(path: Path, stored: str, bulk: Callable[[str], str]) -> dict[str, object]:
+    if stored in NATIVE_FRAME_SYNTAXES:  # large values deferred: their offsets, not their bytes
+        return dataset_to_json(dcmread(path, defer_size=BULK_THRESHOLD), bulk, BULK_THRESHOLD)
+    with open(path, "rb") as handle:  # encapsulated pixel data would be read: stop before it
+        item = dataset_to_json(dcmread(handle, stop_before_pixels=True, defer_size=BULK_THRESHOLD),
+                               bulk, BULK_THRESHOLD)  # fmt: skip
+        if pixel_data_position(handle) is not None:
+            item[f"{PIXEL_DATA:08X}"] = {"vr": "OB", "BulkDataURI": bulk(f"{PIXEL_DATA:08X}")}
+    return item
 
 
 def _bulk_uri_builder(row: InstanceRow, base: str) -> Callable[[str], str]:
@@ -309,21 +320,37 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
+def pixel_data_position(handle: BinaryIO) -> int | None:
+    """Where the encapsulated Pixel Data value starts, ``handle`` being just past the dataset
+    read by ``dcmread(stop_before_pixels=True)``; None when no pixel data follows."""
+    header = handle.read(12)
+    if len(header) < 12 or header[:4] != b"\xe0\x7f\x10\x00" or header[4:6] not in (b"OB", b"OW"):
+        return None
+    return handle.tell()
+
+
 class FrameSource:
     """The frames of one archived file, read without loading its pixel data whole."""
 
     def __init__(self, path: Path, stored_syntax: str) -> None:
         self.path, self.stored = path, stored_syntax
-        self.ds = dcmread(path, defer_size=BULK_THRESHOLD)
-        if PIXEL_DATA not in self.ds:
-            raise DicomWebError(400, "the instance has no pixel data (no frames)")
-        self.number_of_frames = int(self.ds.get("NumberOfFrames", 1) or 1)
         self.compressed = stored_syntax not in NATIVE_FRAME_SYNTAXES
         self.pixel_media = FRAME_MEDIA_TYPES.get(stored_syntax, OCTET_STREAM)
-        raw = self.ds.get_item(PIXEL_DATA)
-        self.value_tell = (
-            raw.value_tell if isinstance(raw, RawDataElement) and raw.value is None else None
-        )
+        self.value_tell: int | None = None
+        if self.compressed:  # encapsulated: pydicom would read the whole value, so stop before
+            with open(path, "rb") as handle:
+                self.ds = dcmread(handle, stop_before_pixels=True)
+                self.value_tell = pixel_data_position(handle)
+            if self.value_tell is None:
+                raise DicomWebError(400, "the instance has no pixel data (no frames)")
+        else:  # native: the value is deferred (its offset kept), not read
+            self.ds = dcmread(path, defer_size=BULK_THRESHOLD)
+            if PIXEL_DATA not in self.ds:
+                raise DicomWebError(400, "the instance has no pixel data (no frames)")
+            raw = self.ds.get_item(PIXEL_DATA)
+            if isinstance(raw, RawDataElement) and raw.value is None:
+                self.value_tell = raw.value_tell
+        self.number_of_frames = int(self.ds.get("NumberOfFrames", 1) or 1)
 
     def negotiate(self, ranges: list[MediaRange]) -> tuple[str, str]:
         """(part media type, transfer syntax) answering Accept; DicomWebError(406) if none."""
@@ -398,11 +425,10 @@ class FrameSource:
             return handle.read(size)
 
     def _encapsulated_frame(self, number: int) -> bytes:
+        assert self.value_tell is not None
         with open(self.path, "rb") as handle:
-            if self.value_tell is not None:
-                handle.seek(self.value_tell)
-                return get_frame(handle, number - 1, number_of_frames=self.number_of_frames)
-        return get_frame(self.ds.PixelData, number - 1, number_of_frames=self.number_of_frames)
+            handle.seek(self.value_tell)
+            return get_frame(handle, number - 1, number_of_frames=self.number_of_frames)
 
     def _decoded_frame(self, number: int) -> bytes:
         from pacs.rendering import decode_frame  # numpy and the decoders only when needed
