@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -406,7 +406,7 @@ class ArchiveQuery:
     fillers: tuple[Filler, ...] = ()
     ignored: tuple[str, ...] = ()  # keys with a value Placa does not match on (0xFF01)
     wants_latin1: bool = False
-    keywords: tuple[str, ...] = field(default=())  # the keys answered, in the request's order
+    keywords: tuple[str, ...] = ()  # the keys the index answers, in the request's order
 
 
 def read_level(request: Dataset, model: Model) -> Level:
