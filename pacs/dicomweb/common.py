@@ -24,7 +24,10 @@ OCTET_STREAM = "application/octet-stream"
 MULTIPART = "multipart/related"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 UNCOMPRESSED = frozenset({EXPLICIT_LE, IMPLICIT_LE})
+# What pydicom converts between without touching the pixel data (WADO transfer syntaxes).
+CONVERTIBLE = UNCOMPRESSED | {DEFLATED_LE}
 CHUNK = 1 << 20  # bytes read from a file at a time
 
 

@@ -33,6 +33,8 @@ from pydicom.encaps import get_frame
 from pacs.dicomweb import blueprint
 from pacs.dicomweb.common import (
     CHUNK,
+    CONVERTIBLE,
+    DEFLATED_LE,
     DICOM,
     DICOM_JSON,
     EXPLICIT_LE,
@@ -74,7 +76,7 @@ FRAME_MEDIA_TYPES = {
 }  # fmt: skip
 # Other names clients use for the same media types.
 MEDIA_TYPE_ALIASES = {"image/x-dicom-rle": ("image/dicom-rle",), "image/jls": ("image/x-jls",)}
-NATIVE_FRAME_SYNTAXES = UNCOMPRESSED | {"1.2.840.10008.1.2.1.99"}  # deflate inflates to native
+NATIVE_FRAME_SYNTAXES = UNCOMPRESSED | {DEFLATED_LE}  # deflate inflates to native
 
 
 @blueprint.errorhandler(DicomWebError)
@@ -114,7 +116,9 @@ def _retrieve(rows: list[InstanceRow], level: str) -> Response:
         raise DicomWebError(
             406, f"cannot answer the Accept header for instances stored in {', '.join(refused)}"
         )
-    present = [(row, syntax, path) for row, syntax in plan if (path := _existing(row)) is not None]
+    present = [
+        (row, syntax, path) for row, syntax in plan if (path := existing_file(row)) is not None
+    ]
     if not present:
         raise DicomWebError(404, "the instances' files are missing from the archive")
     audit_retrieval(get_db(), rows, f"{level} instances")
@@ -137,7 +141,7 @@ def _wants_single_part(ranges: list[MediaRange]) -> bool:
 def _single_instance(row: InstanceRow, ranges: list[MediaRange]) -> Response:
     media = next(m for m in ranges if m.mime == DICOM)
     syntax = _syntax_for(row.transfer_syntax_uid, media.transfer_syntax)
-    path = _existing(row)
+    path = existing_file(row)
     if syntax is None:
         raise DicomWebError(
             406,
@@ -147,7 +151,7 @@ def _single_instance(row: InstanceRow, ranges: list[MediaRange]) -> Response:
         raise DicomWebError(404, "the instance's file is missing from the archive")
     audit_retrieval(get_db(), [row], "instance")
     headers = {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"}
-    return Response(_dicom_bytes(path, row.transfer_syntax_uid, syntax), headers=headers,
+    return Response(dicom_bytes(path, row.transfer_syntax_uid, syntax), headers=headers,
                     direct_passthrough=True)  # fmt: skip
 
 
@@ -166,12 +170,12 @@ def _output_syntax(stored: str, ranges: list[MediaRange]) -> str | None:
 def _syntax_for(stored: str, asked: str | None) -> str | None:
     if asked in (None, "", "*") or asked == stored:
         return stored  # as stored: no transfer syntax named means "as stored" here
-    if asked in UNCOMPRESSED and stored in UNCOMPRESSED:
+    if asked in CONVERTIBLE and stored in CONVERTIBLE:
         return asked
     return None
 
 
-def _existing(row: InstanceRow) -> Path | None:
+def existing_file(row: InstanceRow) -> Path | None:
     path = file_of(row)
     if not path.is_file():
         logger.error("Instance %s: file %s is missing", row.sop_instance_uid, path)
@@ -183,10 +187,10 @@ def _dicom_part(row: InstanceRow, syntax: str, path: Path) -> tuple[bytes, Itera
     header = f"Content-Type: {DICOM}; transfer-syntax={syntax}\r\n"
     if syntax == row.transfer_syntax_uid:
         header += f"Content-Length: {os.path.getsize(path)}\r\n"
-    return header.encode("ascii"), _dicom_bytes(path, row.transfer_syntax_uid, syntax)
+    return header.encode("ascii"), dicom_bytes(path, row.transfer_syntax_uid, syntax)
 
 
-def _dicom_bytes(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
+def dicom_bytes(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
     if syntax == stored:
         yield from _file_chunks(path)
         return
@@ -245,7 +249,7 @@ def _metadata(rows: list[InstanceRow], what: str) -> Response:
     acceptable = (DICOM_JSON, "application/json", "application/*", "*/*")
     if not any(media.mime in acceptable for media in ranges):
         raise DicomWebError(406, f"metadata is available as {DICOM_JSON} only")
-    present = [(row, path) for row in rows if (path := _existing(row)) is not None]
+    present = [(row, path) for row in rows if (path := existing_file(row)) is not None]
     audit_retrieval(get_db(), rows, what)
     return Response(_json_array(present, base_url()), headers={"Content-Type": DICOM_JSON},
                     direct_passthrough=True)  # fmt: skip
@@ -265,9 +269,15 @@ def _json_array(present: list[tuple[InstanceRow, Path]], base: str) -> Iterator[
     yield b"]" if separator == b"," else b"[]"
 
 
+def read_deferred(path: Path, stored: str) -> Dataset:
+    """The file's dataset with its large values left on disk (offsets kept, read on use);
+    a deflated file is read whole, since offsets into its inflated stream cannot be seeked."""
+    return dcmread(path, defer_size=None if stored == DEFLATED_LE else BULK_THRESHOLD)
+
+
 def _instance_json(path: Path, stored: str, bulk: Callable[[str], str]) -> dict[str, object]:
     if stored in NATIVE_FRAME_SYNTAXES:  # large values deferred: their offsets, not their bytes
-        return dataset_to_json(dcmread(path, defer_size=BULK_THRESHOLD), bulk, BULK_THRESHOLD)
+        return dataset_to_json(read_deferred(path, stored), bulk, BULK_THRESHOLD)
     with open(path, "rb") as handle:  # encapsulated pixel data would be read: stop before it
         item = dataset_to_json(dcmread(handle, stop_before_pixels=True, defer_size=BULK_THRESHOLD),
                                bulk, BULK_THRESHOLD)  # fmt: skip
@@ -289,7 +299,7 @@ def _bulk_uri_builder(row: InstanceRow, base: str) -> Callable[[str], str]:
 def wado_frames(study: str, series: str, instance: str, frames: str) -> Response:
     numbers = _frame_numbers(frames)
     row = instances_of(get_db(), study, series, instance)[0]
-    path = _existing(row)
+    path = existing_file(row)
     if path is None:
         raise DicomWebError(404, "the instance's file is missing from the archive")
     source = FrameSource(path, row.transfer_syntax_uid)
@@ -344,7 +354,7 @@ class FrameSource:
             if self.value_tell is None:
                 raise DicomWebError(400, "the instance has no pixel data (no frames)")
         else:  # native: the value is deferred (its offset kept), not read
-            self.ds = dcmread(path, defer_size=BULK_THRESHOLD)
+            self.ds = read_deferred(path, stored_syntax)
             if PIXEL_DATA not in self.ds:
                 raise DicomWebError(400, "the instance has no pixel data (no frames)")
             raw = self.ds.get_item(PIXEL_DATA)
@@ -447,13 +457,13 @@ class FrameSource:
 @roles(*IMAGE_READERS)
 def wado_bulkdata(study: str, series: str, instance: str, tag_path: str) -> Response:
     row = instances_of(get_db(), study, series, instance)[0]
-    path = _existing(row)
+    path = existing_file(row)
     if path is None:
         raise DicomWebError(404, "the instance's file is missing from the archive")
     if tag_path.upper() == f"{PIXEL_DATA:08X}":
         media, parts = _pixel_data_parts(path, row.transfer_syntax_uid)
     else:
-        value = _bulk_value(dcmread(path, defer_size=BULK_THRESHOLD), tag_path)
+        value = _bulk_value(read_deferred(path, row.transfer_syntax_uid), tag_path)
         media = OCTET_STREAM
         parts = [(f"Content-Type: {media}\r\nContent-Length: {len(value)}\r\n".encode(), [value])]
     audit_retrieval(get_db(), [row], f"bulk data {tag_path}")

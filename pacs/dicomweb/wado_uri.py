@@ -15,8 +15,8 @@ from flask import Response, request
 
 from pacs import rendering
 from pacs.dicomweb import blueprint
-from pacs.dicomweb.common import DICOM, UNCOMPRESSED, DicomWebError, audit_retrieval, instances_of
-from pacs.dicomweb.wado import _dicom_bytes, _existing
+from pacs.dicomweb.common import CONVERTIBLE, DICOM, DicomWebError, audit_retrieval, instances_of
+from pacs.dicomweb.wado import dicom_bytes, existing_file
 from ris.auth import IMAGE_READERS, roles
 from ris.db import get_db
 
@@ -62,20 +62,20 @@ def wado_uri() -> Response:
     instance = _parameter("objectUID")
     assert study and series and instance
     row = instances_of(get_db(), study, series, instance)[0]
-    path = _existing(row)
+    path = existing_file(row)
     if path is None:
         raise DicomWebError(404, "the instance's file is missing from the archive")
     media = _content_type()
     if media == DICOM:
         syntax = _parameter("transferSyntax", required=False) or row.transfer_syntax_uid
         if syntax != row.transfer_syntax_uid and not (
-            syntax in UNCOMPRESSED and row.transfer_syntax_uid in UNCOMPRESSED
+            syntax in CONVERTIBLE and row.transfer_syntax_uid in CONVERTIBLE
         ):
             raise DicomWebError(
                 406, f"cannot send an instance stored in {row.transfer_syntax_uid} in {syntax}"
             )
         audit_retrieval(get_db(), [row], "wado-uri instance")
-        return Response(_dicom_bytes(path, row.transfer_syntax_uid, syntax),
+        return Response(dicom_bytes(path, row.transfer_syntax_uid, syntax),
                         headers={"Content-Type": DICOM}, direct_passthrough=True)  # fmt: skip
     options = _render_options(media)
     try:

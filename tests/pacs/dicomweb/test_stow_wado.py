@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 from sqlalchemy import func, select
 
 from pacs.models import Instance, Study
@@ -393,3 +398,28 @@ def test_a_large_binary_value_is_bulk_data_too(placa: Placa) -> None:
     assert session.get(url + "/bulkdata/00091011").status_code == 404
     assert session.get(url + "/bulkdata/0009").status_code == 404
     assert session.get(url + "/bulkdata/00091010/0").status_code == 400
+
+
+def test_a_deflated_instance_is_read_whole_and_converted(
+    placa_dicom: Placa, tmp_path: Path
+) -> None:
+    placa = placa_dicom
+    frames = [bytes([n]) * (16 * 16 * 2) for n in (4, 5)]
+    ds = make_dataset(NumberOfFrames=2, PixelData=b"".join(frames), ImageComments="x" * 2000)
+    sent = part10(ds, tmp_path, DeflatedExplicitVRLittleEndian)
+    storescu(placa, [sent], "-xd")
+    with transaction(placa.app) as db:
+        stored = db.scalar(select(Instance.transfer_syntax_uid))
+    assert stored == DeflatedExplicitVRLittleEndian
+    session = placa.session("radiologist")
+    base = (f"{placa.base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")  # fmt: skip
+    [item] = session.get(base + "/metadata").json()
+    assert item["00204000"] == {"vr": "LT", "Value": ["x" * 2000]}
+    ((_kind, data),) = multipart_parts(session.get(base + "/frames/2"))
+    assert data == frames[1]
+    accept = f"{DICOM_PART}; transfer-syntax={ExplicitVRLittleEndian}"
+    ((kind, data),) = multipart_parts(session.get(base, headers={"Accept": accept}))
+    assert kind.endswith(ExplicitVRLittleEndian)
+    (tmp_path / "inflated.dcm").write_bytes(data)
+    assert dcmread(tmp_path / "inflated.dcm").PixelData == b"".join(frames)
