@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -175,6 +176,7 @@ REALM = "Placa"
 # Content types an HTML form can send cross-site without a CORS preflight.
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 BASIC_CACHE_SECONDS = 300  # a verified Basic password is not re-hashed (argon2) on every request
+BASIC_CACHE_SIZE = 1000
 
 
 def credential_request() -> bool:
@@ -242,7 +244,7 @@ class _BasicCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, int, str]] = {}
         self._lock = threading.Lock()
-        self._key = hashlib.sha256(str(time.time_ns()).encode() + b"placa").digest()
+        self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
 
     def _digest(self, username: str, password: str) -> str:
         message = f"{username.strip().lower()}\0{password}".encode()
@@ -258,8 +260,10 @@ class _BasicCache:
     def put(self, username: str, password: str, user: User) -> None:
         now = time.monotonic()
         with self._lock:
-            if len(self._entries) > 1000:
+            if len(self._entries) > BASIC_CACHE_SIZE:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+                if len(self._entries) > BASIC_CACHE_SIZE:
+                    self._entries.clear()
             entry = (now + BASIC_CACHE_SECONDS, user.id, user.password_hash)
             self._entries[self._digest(username, password)] = entry
 
