@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from sqlalchemy import Select, String, and_, exists, func, select
+from sqlalchemy import Select, String, Subquery, and_, exists, func, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement
@@ -434,13 +434,9 @@ def plan_archive_query(
     ignored = [key for key in match.ignored if key != "RetrieveAETitle"]
     wanted = _answered_keywords(request, level)
     columns = [ATTRIBUTES[keyword].column().label(f"c{n}") for n, keyword in enumerate(wanted)]
-    statement = (
-        _from(select(*columns) if columns else select(TABLES[level].id), level)
-        .where(match.where())
-        .order_by(TABLES[level].id + 0)  # +0: sorted after the match, never a walk of the ids
-        .offset(options.offset or None)
-        .limit(options.max_answers + 1)
-    )  # fmt: skip
+    page = _page(level, match.conditions, options)
+    key = TABLES[level].id
+    statement = _from(select(*columns, key), level, page).order_by(page.c.id)
     return ArchiveQuery(
         request=request, model=model, level=level, statement=statement, options=options,
         fillers=_compile_fillers(request, level, wanted, options),
@@ -469,7 +465,21 @@ def _answered_keywords(request: Dataset, level: Level) -> list[str]:
     return wanted
 
 
-def _from(statement: Select[Any], level: Level) -> Select[Any]:
+def _page(level: Level, conditions: list[Condition], options: QueryOptions) -> Subquery:
+    """The ids of the matching entities, in order, limited (and offset): the statement's
+    inner query. Only ids are sorted; the answers' columns (and the counts, which are
+    subqueries) are read for the rows of the page alone."""
+    key = TABLES[level].id
+    # With conditions, +0 keeps SQLite from walking the ids in order to spare a sort, where
+    # an index finds the few rows asked for; without, the walk is the best way.
+    order = key + 0 if conditions else key
+    statement = _joined(select(key.label("id")), level).where(and_(true(), *conditions))
+    statement = statement.order_by(order).offset(options.offset or None)
+    return statement.limit(options.max_answers + 1).subquery("page")
+
+
+def _joined(statement: Select[Any], level: Level) -> Select[Any]:
+    """The level's table joined to the tables of the levels above it."""
     if level is Level.PATIENT:
         return statement.select_from(P)
     if level is Level.STUDY:
@@ -479,6 +489,24 @@ def _from(statement: Select[Any], level: Level) -> Select[Any]:
     return (
         statement.select_from(I).join(R, I.series_fk == R.id).join(S, R.study_fk == S.id)
         .join(P, S.patient_fk == P.id)
+    )  # fmt: skip
+
+
+def _from(statement: Select[Any], level: Level, page: Subquery) -> Select[Any]:
+    """The page's rows, joined from the level's table up to the patient's."""
+    statement = statement.select_from(page)
+    if level is Level.PATIENT:
+        return statement.join(P, P.id == page.c.id)
+    if level is Level.STUDY:
+        return statement.join(S, S.id == page.c.id).join(P, S.patient_fk == P.id)
+    if level is Level.SERIES:
+        return (
+            statement.join(R, R.id == page.c.id).join(S, R.study_fk == S.id)
+            .join(P, S.patient_fk == P.id)
+        )  # fmt: skip
+    return (
+        statement.join(I, I.id == page.c.id).join(R, I.series_fk == R.id)
+        .join(S, R.study_fk == S.id).join(P, S.patient_fk == P.id)
     )  # fmt: skip
 
 
