@@ -123,9 +123,14 @@ def _retrieve(rows: list[InstanceRow], level: str) -> Response:
         raise DicomWebError(404, "the instances' files are missing from the archive")
     audit_retrieval(get_db(), rows, f"{level} instances")
     boundary = uuid.uuid4().hex
-    body = _multipart(boundary, (_dicom_part(row, syntax, path) for row, syntax, path in present))
-    content_type = f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'
-    return Response(body, headers={"Content-Type": content_type}, direct_passthrough=True)
+    parts = [_dicom_part(row, syntax, path) for row, syntax, path in present]
+    headers = {"Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'}
+    if all(size is not None for _, size, _ in parts):
+        # A known length spares the server chunked encoding (a copy of every chunk).
+        sizes = [(head, size) for head, size, _ in parts if size is not None]
+        headers["Content-Length"] = str(_multipart_length(boundary, sizes))
+    body = _multipart(boundary, ((head, chunks) for head, _, chunks in parts))
+    return Response(body, headers=headers, direct_passthrough=True)
 
 
 def _wants_single_part(ranges: list[MediaRange]) -> bool:
@@ -183,11 +188,24 @@ def existing_file(row: InstanceRow) -> Path | None:
     return path
 
 
-def _dicom_part(row: InstanceRow, syntax: str, path: Path) -> tuple[bytes, Iterable[bytes]]:
+def _dicom_part(
+    row: InstanceRow, syntax: str, path: Path
+) -> tuple[bytes, int | None, Iterator[bytes]]:
+    """A part's headers, its size when sent as stored (None when converted), its bytes."""
     header = f"Content-Type: {DICOM}; transfer-syntax={syntax}\r\n"
+    size = None
     if syntax == row.transfer_syntax_uid:
-        header += f"Content-Length: {os.path.getsize(path)}\r\n"
-    return header.encode("ascii"), dicom_bytes(path, row.transfer_syntax_uid, syntax)
+        size = os.path.getsize(path)
+        header += f"Content-Length: {size}\r\n"
+    return header.encode("ascii"), size, dicom_bytes(path, row.transfer_syntax_uid, syntax)
+
+
+def _multipart_length(boundary: str, parts: list[tuple[bytes, int]]) -> int:
+    """The length of what :func:`_multipart` writes for parts of these headers and sizes."""
+    opening, separator = len(boundary) + 4, len(boundary) + 6  # --b CRLF, CRLF --b CRLF
+    closing = len(boundary) + 8 if parts else len(boundary) + 6  # CRLF --b-- CRLF
+    body = sum(len(head) + 2 + size for head, size in parts)
+    return opening + separator * (len(parts) - 1) + body + closing if parts else closing
 
 
 def dicom_bytes(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
