@@ -19,6 +19,9 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import select
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 PENDING, SUCCESS, WARNING, CANCEL = 0xFF00, 0x0000, 0xB000, 0xFE00
 STORE_TIMEOUT = 60  # seconds a destination may take to connect or to answer one C-STORE
+STOLEN_CHECK = 0.05  # seconds between looks at pynetdicom's queue while a C-GET answer is due
 
 Response = C_MOVE | C_GET
 
@@ -335,19 +339,41 @@ def _reads_taken(event: Event) -> Iterator[None]:
     C-GET's sub-operations run: the DUL's polling and decoding halve the rate.
 
     pynetdicom's transport reports no data to read while it believes itself disconnected
-    (``AssociationSocket.ready``); the flag is restored before the final response, so the
-    DUL reads the release as usual."""
-    transport = event.assoc.dul.socket
+    (``AssociationSocket.ready``). A DUL poll may have passed that check just before: it is
+    waited for (a PDU it reads meanwhile, such as an early C-CANCEL, it handles itself). The
+    flag is restored before the final response, so the DUL reads the release as usual."""
+    dul = event.assoc.dul
+    transport = dul.socket
     sock = transport.socket
     timeout = sock.gettimeout()
     transport._is_connected = False
-    time.sleep(0.005)  # a DUL poll already past that check ends its select() first
+    _wait_out_poll(dul)
     sock.settimeout(STORE_TIMEOUT)
     try:
         yield
     finally:
-        sock.settimeout(timeout)
         transport._is_connected = True
+        try:
+            sock.settimeout(timeout)
+        except OSError:  # the association broke down meanwhile
+            pass
+
+
+DUL_READING = frozenset(("_is_transport_event", "_read_pdu_data"))
+
+
+def _wait_out_poll(dul: threading.Thread, limit: float = STORE_TIMEOUT) -> None:
+    """Return once the DUL thread is outside its socket-reading functions."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(dul.ident or -1)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if not names & DUL_READING:
+            return
+        time.sleep(0.0002)
 
 
 Sender = Callable[[Retrievable, int], int]
@@ -482,13 +508,30 @@ def _get_sender(retrieve: Retrieve) -> Sender:
         except (OSError, PeerError) as exc:  # before anything was sent
             logger.error("C-GET: %s cannot be read (%s): not sent", item.path, exc)
             return FILE_UNREADABLE
-        try:
-            reply = read_store_reply(wire.sock, message_id, retrieve.cancel_received)
-        except (OSError, PeerError) as exc:
-            raise Broken(f"no C-STORE answer from the requestor: {exc}") from None
-        return reply.status
+        return _get_reply(retrieve, wire.sock, message_id)
 
     return send
+
+
+def _get_reply(retrieve: Retrieve, sock: socket.socket, message_id: int) -> int:
+    """The status of a C-GET sub-operation's C-STORE-RSP, read from the socket.
+
+    Should pynetdicom's DUL have taken the answer after all (a poll that began before
+    _reads_taken and was held up longer than its pause), it is in pynetdicom's queue."""
+    deadline = time.monotonic() + STORE_TIMEOUT
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], STOLEN_CHECK)
+        try:
+            if readable:
+                return read_store_reply(sock, message_id, retrieve.cancel_received).status
+        except (OSError, PeerError) as exc:
+            raise Broken(f"no C-STORE answer from the requestor: {exc}") from None
+        _context_id, taken = retrieve.event.assoc.dimse.get_msg(block=False)
+        if taken is not None and getattr(taken, "MessageIDBeingRespondedTo", None) == message_id:
+            return int(taken.Status)
+        if not retrieve.event.assoc.is_established:
+            break
+    raise Broken("no C-STORE answer from the requestor")
 
 
 def _send_one(
