@@ -268,9 +268,13 @@ def _answered(retrieve: Retrieve, perform: Callable[[Retrieve], Response]) -> Re
 def _answer_with(event: Event, final: Response) -> None:
     """Make the one answer pynetdicom sends after the handler's last yield ours."""
     dimse = event.assoc.dimse
+    usual = dimse.__dict__.get("send_msg")  # the door may have set its own on the instance
 
     def send_final(_theirs: object, context_id: int) -> None:
-        del dimse.send_msg  # back to the provider's own method for every later message
+        if usual is None:
+            del dimse.send_msg  # back to the provider's own method for every later message
+        else:
+            dimse.send_msg = usual
         dimse.send_msg(final, context_id)
 
     dimse.send_msg = send_final  # type: ignore[method-assign]
