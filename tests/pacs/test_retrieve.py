@@ -729,3 +729,25 @@ def _move(archive: Archive, identifier: Dataset, destination: str) -> list[tuple
     )
     assoc.release()
     return responses
+
+
+def test_movescu_can_be_its_own_destination(archive: Archive, tmp_path: Path) -> None:
+    """The usual workstation set-up: movescu listens (+P) and names itself as destination."""
+    port = free_port()
+    archive.register("MOVESCU", port)
+    folder = tmp_path / "self"
+    folder.mkdir()
+    study = _study_of(archive)
+    host, door_port = archive.address
+    result = subprocess.run(
+        [require_tool("movescu"), "-S", "+P", str(port), "-od", str(folder), "-aet", "MOVESCU",
+         "-aec", "PLACA", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+         host, str(door_port)],
+        capture_output=True, text=True, timeout=60, env={"TCP_NODELAY": "1", "PATH": "/usr/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = {}
+    for path in folder.iterdir():
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        got[str(meta.MediaStorageSOPInstanceUID)] = dataset_part(path)
+    assert got == {uid: archive.sent[uid] for uid in archive.studies[study]}
