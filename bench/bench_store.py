@@ -4,11 +4,12 @@
 Generates a deterministic corpus of uncompressed CT (512x512, 16-bit, Explicit VR Little
 Endian, about 0.5 MB each, like ../shared/bench/make_corpus.py's CT: studies of 2 series of
 40 instances), then for each association count starts a fresh Placa (``flask --app wsgi
-serve --only dicom`` as its own process, a new data folder and database: SQLite, or a
-throw-away database on the PostgreSQL server given by --database-url), sends the corpus
-with P storescu processes at once (contiguous shards, so each association carries whole
-studies; ``TCP_NODELAY=1`` as in the reference harness) and reports instances/s, MB/s, the
-server's CPU milliseconds per instance and its peak RSS. Every run checks that the index
+serve --only dicom --only web`` as its own process, with its DICOM helper processes, a new
+data folder and database: SQLite, or a throw-away database on the PostgreSQL server given
+by --database-url), sends the corpus with P storescu processes at once (contiguous shards,
+so each association carries whole studies; ``TCP_NODELAY=1`` as in the reference harness)
+and reports instances/s, MB/s, the server's CPU milliseconds per instance and its peak RSS
+(its process tree). Every run checks that the index
 holds every instance afterwards.
 
 Placa's figures include what the reference peers do not pay (see BASELINE.md caveats):
@@ -81,16 +82,41 @@ def shards(files: list[Path], parts: int) -> list[list[Path]]:
     return [files[i : i + size] for i in range(0, len(files), size)]
 
 
+def process_tree(pid: int) -> list[int]:
+    """The server and its helper processes (PLACA_DICOM_PROCESSES)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the server's whole process tree."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The sum of the peak RSS (VmHWM) of the server's processes."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{process}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:"))
+    return total
 
 
 def wait_listening(port: int, process: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -116,7 +142,10 @@ def measure(files: list[Path], parallel: int, database_url: str | None) -> dict:
 def _measure_in(
     files: list[Path], parallel: int, url: str, folder: Path, database_url: str | None
 ) -> dict:
-    serve = ServeProcess(folder, url, only=("dicom",), env_extra={"PLACA_LOG_LEVEL": "WARNING"})
+    # The web door too: it opens last, so /healthz answering means every DICOM process is up.
+    serve = ServeProcess(
+        folder, url, only=("dicom", "web"), env_extra={"PLACA_LOG_LEVEL": "WARNING"}
+    )
     try:
         migrated = serve.flask("db", "upgrade")
         if migrated.returncode != 0:
@@ -124,6 +153,7 @@ def _measure_in(
         serve.start()
         assert serve.process is not None
         wait_listening(serve.dicom_port, serve.process)
+        serve.wait_ready(timeout=120)
         pid = serve.process.pid
         before = cpu_seconds(pid)
         env = {**os.environ, "TCP_NODELAY": "1"}

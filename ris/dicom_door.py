@@ -17,12 +17,16 @@ import copy
 import json
 import logging
 import os
+import queue
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +38,7 @@ from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventType
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +155,209 @@ def send_store_successes_as_bytes(event: Event) -> None:
     dimse.send_msg = send_msg
 
 
+WAKE_INTERVAL = 0.05  # seconds a waiting DUL thread sleeps at most (timers, a kill)
+
+
+class _WakingQueue(queue.Queue):
+    """The DUL's queue of primitives to send: a put also wakes the DUL thread."""
+
+    def __init__(self, wake: int) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        _wake(self._wake)
+
+
+class _SignallingQueue(queue.Queue):
+    """A queue the association's reactor reads: a put also sets its wake-up event."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake.set()
+
+
+class _Checkpoint(threading.Event):
+    """The reactor's checkpoint: clearing it (to pause the reactor, as pynetdicom does
+    before an acceptor sends a request) wakes the reactor so it pauses at once."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
+class _WaitingSocket(AssociationSocket):
+    """pynetdicom's socket whose ``ready`` waits for data (or a wake-up) instead of
+    answering at once: the DUL thread then sleeps in select() rather than polling.
+
+    A service that takes the socket's reads from the DUL for a while (C-GET) marks it not
+    connected: the DUL is woken, and waits on the wake-up pipe alone until it is marked
+    connected again (which wakes it too)."""
+
+    _wake_read: int
+    _wake_write: int
+
+    @property
+    def _is_connected(self) -> bool:
+        return bool(self.__dict__.get("_is_connected"))
+
+    @_is_connected.setter
+    def _is_connected(self, value: bool) -> None:
+        self.__dict__["_is_connected"] = value
+        if "_wake_write" in self.__dict__:
+            _wake(self._wake_write)
+
+    @property
+    def ready(self) -> bool:
+        sock = self.socket
+        if sock is None:
+            return False
+        connected = self._is_connected
+        waited = [sock, self._wake_read] if connected else [self._wake_read]
+        try:
+            readable, _, _ = select.select(waited, [], [], WAKE_INTERVAL)
+        except (OSError, TimeoutError, ValueError):
+            if not connected:
+                return False
+            self.event_queue.put("Evt17")  # what pynetdicom's ready does: connection closed
+            return False
+        if self._wake_read in readable:
+            try:
+                os.read(self._wake_read, 4096)
+            except OSError:
+                pass
+        return connected and self._is_connected and sock in readable
+
+
+def _wake(fd: int) -> None:
+    try:
+        os.write(fd, b"\0")
+    except OSError:  # the pipe is full (the DUL is being woken anyway) or closed
+        pass
+
+
+def wait_instead_of_polling(event: Event) -> None:
+    """Let the association's DUL thread sleep until the peer sends or Placa queues a PDU.
+
+    pynetdicom's DUL thread polls: it sleeps 1 ms, checks its queue, calls select() with
+    no timeout, and again, a thousand times a second for every open association, each
+    time taking the GIL: with four associations ingesting, a good share of the CPU a
+    stored instance costs, and up to 1 ms of delay on each incoming request. Here its
+    socket's ``ready`` waits in select() on the socket and on a pipe written whenever a
+    primitive is queued for sending or the thread is told to stop, so it wakes at once
+    for either and otherwise every WAKE_INTERVAL for its timers.
+    """
+    dul = event.assoc.dul
+    transport = dul.socket
+    if transport is None or type(transport) is not AssociationSocket:
+        return
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    weakref.finalize(dul, _close_pipe, wake_read, wake_write)
+    transport.__class__ = _WaitingSocket
+    transport._wake_read = wake_read  # type: ignore[attr-defined]
+    transport._wake_write = wake_write  # type: ignore[attr-defined]
+    dul.to_provider_queue = _WakingQueue(wake_write)
+    dul._run_loop_delay = 0.0002  # its idle sleep, before select() waits
+    usual_kill = dul.kill_dul
+
+    def kill_dul() -> None:
+        usual_kill()
+        _wake(wake_write)
+
+    def stop_dul() -> bool:  # pynetdicom's, with the wake-up
+        if dul.state_machine.current_state != "Sta1":
+            return False
+        dul._kill_thread = True
+        _wake(wake_write)
+        while dul.is_alive():
+            time.sleep(0.0005)
+        return True
+
+    dul.kill_dul, dul.stop_dul = kill_dul, stop_dul
+    _reactor_waits(event.assoc)
+
+
+def _reactor_waits(assoc: Any) -> None:
+    """The association's own reactor, which polls every millisecond too, waits instead for
+    what it acts on: a DIMSE message decoded, or a release or abort from the peer (their
+    queues set its event), checking its timers every WAKE_INTERVAL. The loop is
+    pynetdicom 3.0.4's ``Association._run_reactor`` with ``time.sleep(0.001)`` replaced."""
+    wake = threading.Event()
+    assoc.dimse.msg_queue = _SignallingQueue(wake)
+    assoc.dul.to_user_queue = _SignallingQueue(wake)
+    checkpoint = _Checkpoint(wake)
+    if not assoc._reactor_checkpoint.is_set():
+        checkpoint.clear()
+    assoc._reactor_checkpoint = checkpoint
+
+    def run_reactor() -> None:
+        assoc._is_paused = False
+        while not assoc._kill:
+            wake.wait(WAKE_INTERVAL)
+            wake.clear()
+            assoc._is_paused = True
+            assoc._reactor_checkpoint.wait()
+            assoc._is_paused = False
+            context_id, msg = assoc.dimse.get_msg(block=False)
+            if msg:
+                wake.set()  # more may be queued: look again at once
+                assoc._serve_request(msg, context_id)
+            if _reactor_done(assoc):
+                return
+
+    assoc._run_reactor = run_reactor
+
+
+def _reactor_done(assoc: Any) -> bool:
+    """Release, abort, a stopped DUL or the network timeout, as pynetdicom's loop checks."""
+    if assoc.is_established and assoc.acse.is_release_requested():
+        assoc.acse.send_release(is_response=True)
+        logger.debug("Association released")
+        assoc.is_released, assoc.is_established = True, False
+        evt.trigger(assoc, evt.EVT_RELEASED, {})
+        assoc.kill()
+        return True
+    if assoc.acse.is_aborted():
+        assoc.dul.receive_pdu(wait=False)  # EVT_ACSE_RECV for its subscribers
+        assoc.is_aborted, assoc.is_established = True, False
+        evt.trigger(assoc, evt.EVT_ABORTED, {})
+        assoc.kill()
+        return True
+    if not assoc.dul.is_alive():
+        assoc.kill()
+        return True
+    if assoc.dul.idle_timer_expired():
+        logger.error("Network timeout reached")
+        if assoc.network_timeout_response == "A-RELEASE":
+            assoc._is_paused = True
+            assoc._reactor_checkpoint.wait()
+            assoc.release()
+            assoc._is_paused = False
+        else:
+            assoc.abort()
+        assoc.kill()
+        return True
+    return False
+
+
+def _close_pipe(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _log_association(event: Event) -> None:
     requestor = event.assoc.requestor
     logger.info(
@@ -244,6 +451,7 @@ def build_ae(
     handlers: list[tuple[Any, Any]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
         (evt.EVT_CONN_OPEN, send_store_successes_as_bytes),
+        (evt.EVT_CONN_OPEN, wait_instead_of_polling),
         (evt.EVT_ACCEPTED, _log_association),
         (evt.EVT_REJECTED, _log_association),
         (evt.EVT_REQUESTED, _on_requested(app, _association_hooks())),
