@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -65,6 +64,7 @@ from ris.dicom_door import (
     DicomService,
     set_nodelay,
 )
+from ris.dimse_status import requestor_actor, status_with_comment
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ NO_SUCH_SOP_INSTANCE = 0x0112
 INVALID_ARGUMENT_VALUE = 0x0115
 NO_SUCH_ACTION = 0x0123
 RESOURCE_LIMITATION = 0x0213
-ERROR_COMMENT_LENGTH = 64  # LO
 CONNECT_TIMEOUT = 10
 # How long the report thread waits for the N-ACTION to be answered before giving the
 # report to a new association (the handler is quick; this bounds a stuck reactor).
@@ -97,17 +96,17 @@ class Refused(Exception):
 
 def handle_n_action(event: Event, app: Flask) -> Reply:
     """N-ACTION: record the request, answer, then report from a thread."""
-    actor = _actor(event)
+    actor = requestor_actor(event)
     try:
         request = read_request(event)
         commitment_id = _record(app, actor, request)
     except Refused as refusal:
         logger.warning("Storage commitment N-ACTION from %s refused (0x%04X): %s", actor.name,
                        refusal.status, refusal.comment)  # fmt: skip
-        return _status(refusal.status, refusal.comment), None
+        return status_with_comment(refusal.status, refusal.comment), None
     except Exception:
         logger.exception("Storage commitment N-ACTION from %s failed", actor.name)
-        return _status(PROCESSING_FAILURE, "Processing failure"), None
+        return status_with_comment(PROCESSING_FAILURE, "Processing failure"), None
     same = not app.config.get("COMMITMENT_NEW_ASSOCIATION", False)
     threading.Thread(
         target=_report_soon, args=(app, event.assoc if same else None, commitment_id),
@@ -176,19 +175,6 @@ def _record(app: Flask, actor: Actor, request: CommitmentRequest) -> int:
         kept = commitment.record_request(db, actor, request, archive,
                                          first_attempt_at=utcnow() + commitment.CLAIM)  # fmt: skip
         return kept.id
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    ascii_comment = unicodedata.normalize("NFKD", comment).encode("ascii", "ignore").decode()
-    status.ErrorComment = ascii_comment[:ERROR_COMMENT_LENGTH]
-    return status
-
-
-def _actor(event: Event) -> Actor:
-    requestor = event.assoc.requestor
-    return Actor.dicom(str(requestor.ae_title).strip(), requestor.address)
 
 
 # ------------------------------------------------------------------------ the report

@@ -46,6 +46,7 @@ from pacs.retrieve_scp import SERVICES as RETRIEVE
 from pacs.storage import Outcome, Received, StoreRefused
 from ris.db import read_only
 from ris.dicom_door import AssociationHook, DicomService
+from ris.dimse_status import status_with_comment
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +89,15 @@ def handle_store(event: Event, app: Flask) -> int | Dataset:
     except StoreRefused as refusal:
         logger.warning("C-STORE %s from %s refused (0x%04X): %s", received.sop_instance_uid,
                        received.calling_ae, refusal.status, refusal.comment)  # fmt: skip
-        return _status(refusal.status, refusal.comment)
+        return status_with_comment(refusal.status, refusal.comment)
     except Exception:
         logger.exception("C-STORE %s from %s failed", received.sop_instance_uid,
                          received.calling_ae)  # fmt: skip
-        return _status(PROCESSING_FAILURE, "processing failure")
+        return status_with_comment(PROCESSING_FAILURE, "processing failure")
     if result.outcome is Outcome.ALREADY_PRESENT:
         logger.info("C-STORE %s from %s: already present, kept", received.sop_instance_uid,
                     received.calling_ae)  # fmt: skip
     return SUCCESS
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64]
-    return status
 
 
 def check_calling_ae(event: Event, app: Flask) -> None:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom.events import Event
 
 from ris.dicom_encode import Element, EncodeError, to_dataset
+from ris.dimse_status import status_with_comment
 from ris.dimse_stream import PendingResponses
 
 logger = logging.getLogger(__name__)
@@ -117,15 +118,7 @@ def _streamed(stream: PendingResponses, answer: Answer) -> bool:
     return True
 
 
-def failure(status: int, comment: str, keyword: str | None = None) -> Dataset:
-    """A failure status with its Error Comment and, when known, the Offending Element."""
-    response = Dataset()
-    response.Status = status
-    response.ErrorComment = comment[:64]
-    tag: Any = tag_for_keyword(keyword.split(">")[-1]) if keyword else None
-    if tag is not None:
-        response.OffendingElement = [tag]
-    return response
+failure = status_with_comment  # the name the C-FIND handlers answer with
 
 
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})

@@ -8,7 +8,6 @@ and answers the DICOM status the service chose (PS3.7 Annex C), with an Error Co
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from ris.audit import Actor
 from ris.db import read_only, transaction
 from ris.dicom_door import DicomService
+from ris.dimse_status import requestor_actor, status_with_comment
 from ris.errors import PlacaError
 from ris.identifiers import new_uid
 from ris.site import site_of
@@ -47,7 +47,6 @@ from worklist.mpps import (
 
 logger = logging.getLogger(__name__)
 
-ERROR_COMMENT_LENGTH = 64  # LO
 # Radiation Dose module (PS3.3 C.4.16) and the CT dose a modality may add: kept as sent.
 DOSE_KEYWORDS = (
     "TotalTimeOfFluoroscopy", "TotalNumberOfExposures", "EntranceDose", "EntranceDoseInmGy",
@@ -68,14 +67,14 @@ Reply = tuple[int | Dataset, Dataset | None]
 
 def handle_n_create(event: Event, app: Flask) -> Reply:
     """N-CREATE: the modality starts a performed step (IN PROGRESS)."""
-    actor = _actor(event)
+    actor = requestor_actor(event)
     uid = str(event.request.AffectedSOPInstanceUID or "")
     return _answer("N-CREATE", actor, uid, lambda: _create(event, app, actor, uid))
 
 
 def handle_n_set(event: Event, app: Flask) -> Reply:
     """N-SET: the modality updates, completes or discontinues a performed step."""
-    actor = _actor(event)
+    actor = requestor_actor(event)
     uid = str(event.request.RequestedSOPInstanceUID or "")
     return _answer("N-SET", actor, uid, lambda: _set(event, app, actor, uid))
 
@@ -117,28 +116,14 @@ def _answer(operation: str, actor: Actor, uid: str, work: Callable[[], Reply]) -
     except MppsRefusal as refusal:
         logger.warning("MPPS %s %s from %s refused (0x%04X): %s", operation, uid, actor.name,
                        refusal.dicom_status, refusal.message)  # fmt: skip
-        return _status(refusal.dicom_status, refusal.message), None
+        return status_with_comment(refusal.dicom_status, refusal.message), None
     except PlacaError as refusal:
         logger.warning("MPPS %s %s from %s refused: %s", operation, uid, actor.name,
                        refusal.message)  # fmt: skip
-        return _status(mpps.PROCESSING_FAILURE, refusal.message), None
+        return status_with_comment(mpps.PROCESSING_FAILURE, refusal.message), None
     except Exception:
         logger.exception("MPPS %s %s from %s failed", operation, uid, actor.name)
-        return _status(mpps.PROCESSING_FAILURE, "Processing failure"), None
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    # The command set is plain ASCII: fold accents of a translated message, keep 64 chars.
-    ascii_comment = unicodedata.normalize("NFKD", comment).encode("ascii", "ignore").decode()
-    status.ErrorComment = ascii_comment[:ERROR_COMMENT_LENGTH]
-    return status
-
-
-def _actor(event: Event) -> Actor:
-    requestor = event.assoc.requestor
-    return Actor.dicom(str(requestor.ae_title).strip(), requestor.address)
+        return status_with_comment(mpps.PROCESSING_FAILURE, "Processing failure"), None
 
 
 # ---------------------------------------------------------------------------- reading
