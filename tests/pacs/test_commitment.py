@@ -34,43 +34,25 @@ from pacs.models import CommitmentState, Instance, StorageCommitment
 from pacs.storage import archive_root
 from ris.audit import Actor
 from ris.db import transaction, utcnow
-from ris.dicom_door import DicomDoor, set_nodelay
+from ris.dicom_door import set_nodelay
 from ris.models import AuditEvent
 from ris.scheduler import run_job
 from tests.conftest import build_app, free_port
 from tests.pacs.dicom_data import make_dataset, new_uid
+from tests.pacs.running_door import Running, running_door
 
 WAIT = 30.0  # seconds a test waits for a report before it fails
 MODALITY = "CT01"
 
 
-@dataclass
-class Running:
-    door: DicomDoor
-    app: Flask
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.door.address
-
-
-def _door(folder: Path, database_url: str, **settings: object) -> Iterator[Running]:
-    app = build_app(folder, database_url, DICOM_HOST="127.0.0.1", DICOM_PORT=free_port(),
-                    **settings)  # fmt: skip
-    door = DicomDoor(app)
-    yield Running(door, app)
-    door.stop()
-    app.extensions["placa.engine"].dispose()
-
-
 @pytest.fixture
 def door(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    yield from _door(tmp_path / "placa", database_url)
+    yield from running_door(tmp_path / "placa", database_url)
 
 
 @pytest.fixture
 def new_association_door(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    yield from _door(tmp_path / "placa", database_url, COMMITMENT_NEW_ASSOCIATION=True)
+    yield from running_door(tmp_path / "placa", database_url, COMMITMENT_NEW_ASSOCIATION=True)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,40 +31,19 @@ from pacs.models import Instance, Study
 from pacs.storage import archive_root
 from ris.audit import Actor
 from ris.db import transaction
-from ris.dicom_door import DicomDoor
-from tests.conftest import build_app, free_port, require_tool
+from tests.conftest import require_tool
 from tests.pacs.dicom_data import dataset_part, make_dataset, new_uid, write_part10
-
-
-@dataclass
-class Running:
-    """The DICOM door listening on a free port, and the application behind it."""
-
-    door: Running
-    app: Flask
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.door.address
-
-
-def _door(tmp_path: Path, database_url: str, **settings: object) -> Iterator[Running]:
-    app = build_app(tmp_path, database_url, DICOM_HOST="127.0.0.1", DICOM_PORT=free_port(),
-                    **settings)  # fmt: skip
-    door = DicomDoor(app)
-    yield Running(door, app)
-    door.stop()
-    app.extensions["placa.engine"].dispose()
+from tests.pacs.running_door import Running, running_door
 
 
 @pytest.fixture
 def door(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    yield from _door(tmp_path / "placa", database_url)
+    yield from running_door(tmp_path / "placa", database_url)
 
 
 @pytest.fixture
 def guarded_door(tmp_path: Path, database_url: str) -> Iterator[Running]:
-    yield from _door(tmp_path / "placa", database_url, AE_WHITELIST=True)
+    yield from running_door(tmp_path / "placa", database_url, AE_WHITELIST=True)
 
 
 def storescu(door: Running, files: list[Path], *, aet: str = "STORESCU",
