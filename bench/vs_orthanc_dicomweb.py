@@ -41,6 +41,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,14 +76,16 @@ DICOM_PART = 'multipart/related; type="application/dicom"'
 # ------------------------------------------------------------------------- servers
 
 
-def placa_with_token(work: Path) -> tuple[Server, requests.Session, str]:
+def placa_with_token(
+    work: Path, checkout: Path = vs_orthanc.ROOT
+) -> tuple[Server, requests.Session, str]:
     """A fresh Placa, a user with an API token, and a session that sends it."""
-    server = start_placa(work, None, "placa-sqlite")
+    server = start_placa(work, None, "placa-sqlite", checkout)
     env = placa_env(server.folder, f"sqlite:///{server.folder / 'placa.db'}")
     flask = [str(vs_orthanc.ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi"]
 
     def run(*words: str, stdin: str | None = None) -> str:
-        done = subprocess.run([*flask, *words], cwd=vs_orthanc.ROOT, env=env, input=stdin,
+        done = subprocess.run([*flask, *words], cwd=checkout, env=env, input=stdin,
                               capture_output=True, text=True, check=True)  # fmt: skip
         return done.stdout
 
@@ -196,8 +199,8 @@ def run_qido(args: argparse.Namespace, work: Path) -> list[dict]:
     plans = bench_query.query_plan(manifest, args.repeat)
     plans = {name: items for name, items in plans.items() if name in QUERIES}
     rows = []
-    for label, start in STARTS.items():
-        server, session, base = start(work)
+    for label in ("orthanc", "placa"):
+        server, session, base = STARTS[label](work)
         with running(server):
             load = vs_orthanc.ingest(args, server, args.query_corpus, 4)
             rows.append(record(args, load, label=label, phase="qido-load"))
@@ -233,27 +236,37 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 
 def summary(rows: list[dict]) -> str:
+    labels = list(dict.fromkeys(r["label"] for r in rows if r.get("label")))
+    others = [lab for lab in labels if lab != "orthanc"]
     lines = [
-        "| metric | orthanc | placa | placa/orthanc | server CPU ms/inst o / p | runs |",
-        "|---|---|---|---|---|---|",
+        "| metric | orthanc | "
+        + " | ".join(others)
+        + " | "
+        + " | ".join(f"{lab}/orthanc" for lab in others)
+        + " | server CPU ms/inst | runs |",
+        "|---" * (4 + 2 * len(others)) + "|",
     ]
     metrics = list(dict.fromkeys(r["metric"] for r in rows if r.get("metric")))
     for metric in metrics:
-        same = {lab: [r for r in rows if r.get("metric") == metric and r["label"] == lab
-                      and r.get("ok")] for lab in STARTS}  # fmt: skip
-        if metric.startswith("qido"):
-            o, p = (_median(same[lab], "median_ms") for lab in STARTS)
-            o95, p95 = (_median(same[lab], "p95_ms") for lab in STARTS)
-            ratio = f"{o / p:.2f} faster" if o and p else "–"
-            lines.append(f"| {metric} median (p95) ms | {o} ({o95}) | {p} ({p95}) | "
-                         f"{ratio} | – | {len(same['placa'])} |")  # fmt: skip
-            continue
-        o, p = (_median(same[lab], "inst_per_s") for lab in STARTS)
-        om, pm = (_median(same[lab], "mb_per_s") for lab in STARTS)
-        oc, pc = (_median(same[lab], "server_cpu_ms_per_inst") for lab in STARTS)
-        ratio = f"{p / o:.2f}" if o and p else "–"
-        lines.append(f"| {metric} inst/s (MB/s) | {o} ({om}) | {p} ({pm}) | {ratio} | "
-                     f"{oc} / {pc} | {len(same['placa'])} |")  # fmt: skip
+        same = {lab: [r for r in rows if r.get("metric") == metric and r.get("label") == lab
+                      and r.get("ok")] for lab in labels}  # fmt: skip
+        qido = metric.startswith("qido")
+        key = "median_ms" if qido else "inst_per_s"
+        values = {lab: _median(same[lab], key) for lab in labels}
+        if qido:
+            cells = [f"{values[lab]} ({_median(same[lab], 'p95_ms')})" for lab in labels]
+        else:
+            cells = [f"{values[lab]:.0f} ({_median(same[lab], 'mb_per_s'):.0f})"
+                     if values[lab] else "–" for lab in labels]  # fmt: skip
+        o = values.get("orthanc")
+        ratios = [(f"{o / values[lab]:.2f} faster" if qido else f"{values[lab] / o:.2f}")
+                  if o and values[lab] else "–" for lab in others]  # fmt: skip
+        cpu = " / ".join(f"{_median(same[lab], 'server_cpu_ms_per_inst') or 0:.2f}"
+                         for lab in labels)  # fmt: skip
+        unit = "median (p95) ms" if qido else "inst/s (MB/s)"
+        runs = max(len(v) for v in same.values())
+        lines.append(f"| {metric} {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios)
+                     + f" | {cpu if not qido else '–'} | {runs} |")  # fmt: skip
     for r in rows:
         if r.get("phase") == "qido-load":
             lines.append(f"\n{r['label']} loaded {r.get('instances')} instances at "
@@ -276,6 +289,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="instances per STOW-RS request")
     parser.add_argument("--repeat", type=int, default=50, help="queries per type (after 3)")
     parser.add_argument("--retrieve-repeat", type=int, default=5)
+    parser.add_argument(
+        "--before", type=Path, help="another Placa checkout, measured as placa-before (STOW/WADO)"
+    )
     parser.add_argument("--python", default=default_python(), help="python for the harness")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--summary", type=Path, help="only print the tables of this results file")
@@ -285,6 +301,8 @@ def main() -> None:
         print(summary(rows))
         return
     in_private_network()
+    if args.before:
+        STARTS["placa-before"] = partial(placa_with_token, checkout=args.before.resolve())
     args.parallel = [int(p) for p in args.parallel.split(",")]
     args.run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="vs-orthanc-dicomweb-"))

@@ -14,6 +14,11 @@ logger = logging.getLogger(__name__)
 # A STOW-RS body carries whole studies (waitress's default refuses bodies over 1 GB); waitress
 # spools a body to a temporary file, so its size costs disk, not memory.
 MAX_REQUEST_BODY = 16 << 30
+# waitress reads a request body 8 KB per turn of its loop: a 26 MB STOW-RS batch took ~0.4 s
+# to arrive on loopback (~0.1 s in 256 KB reads), and each turn costs the GIL the store threads
+# want. (Keeping answers' pending output in memory, outbuf_overflow past the watermark, made
+# WADO-RS slower, not faster: measured in bench/README.md.)
+RECV_BYTES = 256 << 10
 
 
 class WebDoor:
@@ -30,6 +35,7 @@ class WebDoor:
             threads=app.config["HTTP_THREADS"],
             ident="Placa",
             max_request_body_size=MAX_REQUEST_BODY,
+            recv_bytes=RECV_BYTES,
             **_proxy_settings(app.config["TRUSTED_PROXY"]),
         )
         self.thread = threading.Thread(target=self.server.run, name="placa-web", daemon=True)
