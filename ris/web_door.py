@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BODY = 16 << 30
 # waitress reads a request body 8 KB per turn of its loop: a 26 MB STOW-RS batch took ~0.4 s
 # to arrive on loopback (~0.1 s in 256 KB reads), and each turn costs the GIL the store threads
-# want. (Keeping answers' pending output in memory, outbuf_overflow past the watermark, made
-# WADO-RS slower, not faster: measured in bench/README.md.)
+# want. (Keeping answers' pending output in memory, outbuf_overflow past the watermark, did not
+# make WADO-RS faster: bench/README.md, "DICOMweb vs Orthanc".)
 RECV_BYTES = 256 << 10
 
 
