@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 import requests  # noqa: E402
 from bench_frontdesk import fresh_database  # noqa: E402
 from flask import Flask  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND  # noqa: E402
@@ -217,22 +218,6 @@ def measure(name: str, run: Callable[[dict[str, str]], int], cases: list[Query])
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return {"path": name, "median_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2),
             "matches_median": statistics.median(counts), "wrong": wrong}  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children so far (from /proc)."""
-    total = 0.0
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for process in [str(pid), *children]:
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def main() -> None:

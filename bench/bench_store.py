@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_frontdesk import fresh_database  # noqa: E402
+from proc_stats import cpu_seconds, process_tree  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
@@ -80,31 +81,6 @@ def make_corpus(folder: Path, instances: int, rows: int) -> list[Path]:
 def shards(files: list[Path], parts: int) -> list[list[Path]]:
     size = -(-len(files) // parts)
     return [files[i : i + size] for i in range(0, len(files), size)]
-
-
-def process_tree(pid: int) -> list[int]:
-    """The server and its helper processes (PLACA_DICOM_PROCESSES)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += process_tree(int(child))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of the server's whole process tree."""
-    total = 0.0
-    for process in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def peak_rss_mb(pid: int) -> float:

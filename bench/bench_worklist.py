@@ -56,6 +56,7 @@ import frontdesk_data  # noqa: E402
 import worklist_data as data  # noqa: E402
 from bench_frontdesk import environment, fresh_database  # noqa: E402
 from flask import Flask  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pynetdicom import AE, evt  # noqa: E402
 from pynetdicom.association import Association  # noqa: E402
@@ -160,15 +161,6 @@ def dicom_door(url: str, folder: Path, args: argparse.Namespace) -> Iterator[tup
         yield serve.dicom_port, serve.process.pid
     finally:
         serve.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (from /proc; 0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -------------------------------------------------------------------------------- measure

@@ -50,6 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from proc_stats import cpu_seconds  # noqa: E402
+
 HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT.parent / "shared" / "bench"))
 RESULTS = ROOT / "bench" / "results" / "vs_orthanc.jsonl"
 ORTHANC = os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc")
@@ -79,30 +83,6 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120)
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"port {port} did not open")
-
-
-def tree(pid: int) -> list[int]:
-    """The process and its descendants (Placa's DICOM helpers, storescp's forks)."""
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            out += tree(int(child))
-    return out
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 @dataclass
@@ -246,7 +226,7 @@ def harness(args: argparse.Namespace, script: str, *options: str) -> list[dict]:
 
 
 def ingest(args: argparse.Namespace, server: Server, corpus: Path, parallel: int) -> dict:
-    before = tree_cpu_seconds(server.process.pid)
+    before = cpu_seconds(server.process.pid)
     (record,) = harness(
         args,
         "bench_store.py",
@@ -266,7 +246,7 @@ def ingest(args: argparse.Namespace, server: Server, corpus: Path, parallel: int
         "--server-pid",
         str(server.process.pid),
     )[-1:]
-    cpu = tree_cpu_seconds(server.process.pid) - before
+    cpu = cpu_seconds(server.process.pid) - before
     instances = record.get("instances") or 1
     record.update(
         server_tree_cpu_s=round(cpu, 2), server_cpu_ms_per_inst=round(cpu * 1000 / instances, 2)

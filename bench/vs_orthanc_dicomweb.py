@@ -49,6 +49,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_orthanc  # noqa: E402
+from proc_stats import cpu_seconds  # noqa: E402
 from vs_orthanc import (  # noqa: E402
     HARNESS,
     PORTS,
@@ -59,7 +60,6 @@ from vs_orthanc import (  # noqa: E402
     running,
     start_orthanc,
     start_placa,
-    tree_cpu_seconds,
 )
 
 sys.path.insert(0, str(HARNESS))
@@ -128,12 +128,12 @@ def stow(server: Server, session: requests.Session, base: str, files: list[str],
             errors.append(f"HTTP {answer.status_code}, {len(failed)} failed: {answer.text[:300]}")
 
     warm_cache(files)
-    cpu = tree_cpu_seconds(server.process.pid)
+    cpu = cpu_seconds(server.process.pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(send, batches))
     wall = time.perf_counter() - started
-    cpu = tree_cpu_seconds(server.process.pid) - cpu
+    cpu = cpu_seconds(server.process.pid) - cpu
     size = sum(os.path.getsize(p) for p in files)
     return {"metric": f"stow_{parallel}", "ok": not errors, "errors": errors[:3] or None,
             "instances": len(files), "parallel": parallel, "batch": batch,
@@ -146,7 +146,7 @@ def wado(server: Server, session: requests.Session, base: str, url: str, name: s
          instances: int, nbytes: int, repeat: int) -> dict:  # fmt: skip
     """bench_query.py's WADO-RS timing (one warm-up, median of the rest) on any URL."""
     times, got = [], []
-    cpu = tree_cpu_seconds(server.process.pid)
+    cpu = cpu_seconds(server.process.pid)
     for run in range(repeat + 1):
         started = time.perf_counter()
         answer = session.get(url, stream=True, timeout=300, headers={"Accept": DICOM_PART})
@@ -157,7 +157,7 @@ def wado(server: Server, session: requests.Session, base: str, url: str, name: s
         if run:
             times.append(elapsed)
             got.append(size)
-    cpu = tree_cpu_seconds(server.process.pid) - cpu
+    cpu = cpu_seconds(server.process.pid) - cpu
     row = bench_query._thr(times, instances, nbytes, got, got_is_bytes=True)
     row["server_cpu_ms_per_inst"] = round(cpu * 1000 / instances / (repeat + 1), 2)
     return {"metric": name, "ok": row["complete"], **row}
@@ -207,9 +207,9 @@ def run_qido(args: argparse.Namespace, work: Path) -> list[dict]:
             if load.get("instances") != manifest["instances"] or not load.get("ok", True):
                 rows.append(record(args, {"ok": False, "errors": ["load incomplete"]},
                                    label=label, phase="qido"))  # fmt: skip
-            cpu = tree_cpu_seconds(server.process.pid)
+            cpu = cpu_seconds(server.process.pid)
             answers = bench_query.qido(SimpleNamespace(url=base), plans, session)
-            cpu = tree_cpu_seconds(server.process.pid) - cpu
+            cpu = cpu_seconds(server.process.pid) - cpu
             queries = sum(len(items) + 3 for items in plans.values())
             for metric, row in answers.items():
                 row.update(metric=metric, ok=row["wrong_counts"] == 0,
