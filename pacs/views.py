@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
@@ -16,7 +16,7 @@ from pacs import reconciliation, unmatched
 from pacs.models import Study
 from ris import audit, scheduling
 from ris.auth import TECHNOLOGISTS, current_actor, roles
-from ris.db import get_db
+from ris.db import get_db, get_or_404
 from ris.frontdesk.common import (
     Words,
     alert_badges,
@@ -74,19 +74,12 @@ def unmatched_list() -> str:
     return render_template("pacs/unmatched.html", studies=studies, senders=senders)
 
 
-def _study_or_404(study_id: int) -> Study:
-    study = get_db().get(Study, study_id)
-    if study is None:
-        abort(404)
-    return study
-
-
 @bp.route("/unmatched/<int:study_id>", endpoint="study")
 @roles(*TECHNOLOGISTS)
 def study_page(study_id: int) -> str | Response:
     """One unmatched study as received, and the exams it may belong to."""
     db, site = get_db(), site_of(current_app)
-    study = _study_or_404(study_id)
+    study = get_or_404(Study, study_id)
     if study.procedure_id is not None:
         flash(_("This study is already linked to an exam."), "info")
         return redirect(url_for(".unmatched"))
@@ -109,7 +102,7 @@ def study_page(study_id: int) -> str | Response:
 @roles(*TECHNOLOGISTS)
 def link(study_id: int) -> Response:
     """Link the study to the exam the technologist chose."""
-    study = _study_or_404(study_id)
+    study = get_or_404(Study, study_id)
     exam = link_chosen_exam(
         ChooseExamForm(),
         lambda exam: reconciliation.link_study(get_db(), current_actor(), study, exam),

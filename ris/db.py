@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, g
+from flask import Flask, abort, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -130,6 +130,17 @@ def get_db() -> Session:
     if "db" not in g:
         g.db = sessions(current_app)()
     return g.db
+
+
+Row = TypeVar("Row", bound="Base")
+
+
+def get_or_404(model: type[Row], row_id: int) -> Row:
+    """The row of the current request's session with this primary key, or a 404 answer."""
+    row = get_db().get(model, row_id)
+    if row is None:
+        abort(404)
+    return row
 
 
 def _close_request_db(_exc: BaseException | None) -> None:

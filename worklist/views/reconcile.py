@@ -4,13 +4,13 @@ right exam, which then follows the performed step's status."""
 
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from ris import audit, scheduling
 from ris.auth import TECHNOLOGISTS, current_actor, roles
-from ris.db import get_db
+from ris.db import get_db, get_or_404
 from ris.frontdesk.common import link_chosen_exam, local_today
 from ris.frontdesk_forms import ChooseExamForm
 from ris.site import site_of
@@ -33,19 +33,12 @@ def unscheduled_list() -> str:
     return render_template("worklist/unscheduled.html", steps=steps)
 
 
-def _step_or_404(pps_id: int) -> PerformedProcedureStep:
-    pps = get_db().get(PerformedProcedureStep, pps_id)
-    if pps is None:
-        abort(404)
-    return pps
-
-
 @bp.route("/unscheduled/<int:pps_id>", endpoint="reconcile")
 @roles(*TECHNOLOGISTS)
 def reconcile_page(pps_id: int) -> str | Response:
     """One unscheduled step as the modality sent it, and the exams it may belong to."""
     db, site = get_db(), site_of(current_app)
-    pps = _step_or_404(pps_id)
+    pps = get_or_404(PerformedProcedureStep, pps_id)
     if pps.procedure_id is not None:
         flash(_("This performed step is already linked to an exam."), "info")
         return redirect(url_for(".unscheduled"))
@@ -66,7 +59,7 @@ def reconcile_page(pps_id: int) -> str | Response:
 @roles(*TECHNOLOGISTS)
 def link(pps_id: int) -> Response:
     """Link the performed step to the exam the technologist chose."""
-    pps = _step_or_404(pps_id)
+    pps = get_or_404(PerformedProcedureStep, pps_id)
     exam = link_chosen_exam(
         ChooseExamForm(),
         lambda exam: mpps.reconcile_performed_step(get_db(), current_actor(), pps, exam),
