@@ -37,6 +37,7 @@ from pacs.models import Instance
 from pacs.storage import (
     INDEX_UNAVAILABLE,
     Duplicates,
+    Header,
     Received,
     StoreRefused,
     StoreResult,
@@ -176,11 +177,13 @@ def index_writer(app: Flask) -> IndexWriter:
 _WRITERS_LOCK = threading.Lock()
 
 
-def ingest(app: Flask, received: Received) -> StoreResult:
+def ingest(app: Flask, received: Received, header: Header | None = None) -> StoreResult:
     """Store one received instance durably: file, then index, then (only then) the answer.
 
-    Raises StoreRefused with the status to answer; nothing is left behind on a refusal."""
-    header = read_index_header(received)
+    ``header`` is the received dataset's, when the caller has read it already (STOW-RS
+    checks the study first). Raises StoreRefused with the status to answer; nothing is left
+    behind on a refusal."""
+    header = header or read_index_header(received)
     root = archive_root(app.config["DATA_DIR"])
     stored = write_file(root, received, header, sync_folder=False)
     zone = site_of(app).zone

@@ -139,7 +139,7 @@ def _store_part(app: Flask, part: Part, expected_study: str | None) -> StowResul
         header = read_index_header(received)
         if expected_study is not None and header.study_instance_uid != expected_study:
             raise StoreRefused(DOES_NOT_MATCH_SOP_CLASS, "Study Instance UID differs from the URL")
-        ingest(app, received)
+        ingest(app, received, header)
     except StoreRefused as refusal:
         logger.warning("STOW-RS %s refused (0x%04X): %s", uids[1], refusal.status, refusal.comment)
         return StowResult(*uids, failure=refusal.status, comment=refusal.comment)
