@@ -2,8 +2,9 @@
 instance.
 
 Instances are streamed as ``multipart/related; type="application/dicom"`` straight from the
-archive's files, in large chunks and without parsing them: one query lists the files, a
-generator sends them (constant memory, whatever the study's size). Instances are answered in
+archive's files, without parsing them: one query lists the files, and the body is a file laid
+over them (:class:`MultipartFile`) that the WSGI server sends itself (``wsgi.file_wrapper``),
+each file read when reached (constant memory, whatever the study's size). Instances are answered in
 their stored transfer syntax (when Accept names none, or ``*``, or the stored one); a request
 for another uncompressed syntax is converted with pydicom; any other is refused (406).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -29,6 +31,7 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from werkzeug.wsgi import wrap_file
 
 from pacs.dicomweb import blueprint
 from pacs.dicomweb.common import (
@@ -123,14 +126,19 @@ def _retrieve(rows: list[InstanceRow], level: str) -> Response:
         raise DicomWebError(404, "the instances' files are missing from the archive")
     audit_retrieval(get_db(), rows, f"{level} instances")
     boundary = uuid.uuid4().hex
-    parts = [_dicom_part(row, syntax, path) for row, syntax, path in present]
-    headers = {"Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'}
-    if all(size is not None for _, size, _ in parts):
-        # A known length spares the server chunked encoding (a copy of every chunk).
-        sizes = [(head, size) for head, size, _ in parts if size is not None]
-        headers["Content-Length"] = str(_multipart_length(boundary, sizes))
-    body = _multipart(boundary, ((head, chunks) for head, _, chunks in parts))
-    return Response(body, headers=headers, direct_passthrough=True)
+    content_type = f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'
+    if all(syntax == row.transfer_syntax_uid for row, syntax, _ in present):
+        # All sent as stored: a file over the files, for the server's file wrapper; its known
+        # length also spares the server chunked encoding.
+        body = MultipartFile.of_files(boundary, [(syntax, path) for _, syntax, path in present])
+        headers = {"Content-Type": content_type, "Content-Length": str(body.size)}
+        return Response(wrap_file(request.environ, body, CHUNK), headers=headers,
+                        direct_passthrough=True)  # fmt: skip
+    parts = ((_part_head(syntax, _size_as_stored(row, syntax, path)),
+              dicom_bytes(path, row.transfer_syntax_uid, syntax))
+             for row, syntax, path in present)  # fmt: skip
+    return Response(_multipart(boundary, parts), headers={"Content-Type": content_type},
+                    direct_passthrough=True)  # fmt: skip
 
 
 def _wants_single_part(ranges: list[MediaRange]) -> bool:
@@ -188,24 +196,89 @@ def existing_file(row: InstanceRow) -> Path | None:
     return path
 
 
-def _dicom_part(
-    row: InstanceRow, syntax: str, path: Path
-) -> tuple[bytes, int | None, Iterator[bytes]]:
-    """A part's headers, its size when sent as stored (None when converted), its bytes."""
+def _part_head(syntax: str, size: int | None) -> bytes:
+    """A part's headers; with Content-Length when the size is known (sent as stored)."""
     header = f"Content-Type: {DICOM}; transfer-syntax={syntax}\r\n"
-    size = None
-    if syntax == row.transfer_syntax_uid:
-        size = os.path.getsize(path)
+    if size is not None:
         header += f"Content-Length: {size}\r\n"
-    return header.encode("ascii"), size, dicom_bytes(path, row.transfer_syntax_uid, syntax)
+    return header.encode("ascii")
 
 
-def _multipart_length(boundary: str, parts: list[tuple[bytes, int]]) -> int:
-    """The length of what :func:`_multipart` writes for parts of these headers and sizes."""
-    opening, separator = len(boundary) + 4, len(boundary) + 6  # --b CRLF, CRLF --b CRLF
-    closing = len(boundary) + 8 if parts else len(boundary) + 6  # CRLF --b-- CRLF
-    body = sum(len(head) + 2 + size for head, size in parts)
-    return opening + separator * (len(parts) - 1) + body + closing if parts else closing
+def _size_as_stored(row: InstanceRow, syntax: str, path: Path) -> int | None:
+    return os.path.getsize(path) if syntax == row.transfer_syntax_uid else None
+
+
+class MultipartFile:
+    """A multipart/related body over archive files, as a read-only seekable file.
+
+    Given to the WSGI server's ``wsgi.file_wrapper``, waitress sends it from its I/O thread,
+    a socket buffer at a time, and frees the worker thread at once. Sent through an iterator
+    instead, every chunk went through the worker's output buffer (spilled to a temporary file
+    past 1 MB) and each of the 8 worker threads kept some 20 MB of malloc arena afterwards
+    (bench/README.md, "WADO-RS memory on a 2 GB study"). Only the part headers are held; a
+    file is opened when its bytes are first read and closed when the next file is reached.
+    """
+
+    def __init__(self, segments: list[bytes | tuple[Path, int]]) -> None:
+        self.segments = segments
+        self.starts: list[int] = []
+        offset = 0
+        for segment in segments:
+            self.starts.append(offset)
+            offset += len(segment) if isinstance(segment, bytes) else segment[1]
+        self.size = offset
+        self.position = 0
+        self._open: tuple[int, int] | None = None  # (segment index, file descriptor)
+
+    @classmethod
+    def of_files(cls, boundary: str, parts: list[tuple[str, Path]]) -> MultipartFile:
+        """The body :func:`_multipart` would write for these (syntax, file) sent as stored."""
+        segments: list[bytes | tuple[Path, int]] = []
+        for number, (syntax, path) in enumerate(parts):
+            lead = f"--{boundary}\r\n" if number == 0 else f"\r\n--{boundary}\r\n"
+            size = os.path.getsize(path)
+            segments += [lead.encode("ascii") + _part_head(syntax, size) + b"\r\n", (path, size)]
+        closing = f"\r\n--{boundary}--\r\n" if parts else f"--{boundary}--\r\n"
+        return cls([*segments, closing.encode("ascii")])
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        pieces = []
+        while self.position < end:
+            index = bisect_right(self.starts, self.position) - 1
+            piece = self._piece(index, self.position - self.starts[index], end - self.position)
+            pieces.append(piece)
+            self.position += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _piece(self, index: int, offset: int, wanted: int) -> bytes:
+        segment = self.segments[index]
+        if isinstance(segment, bytes):
+            return segment[offset : offset + wanted]
+        path, size = segment
+        if self._open is None or self._open[0] != index:
+            self.close()
+            self._open = (index, os.open(path, os.O_RDONLY))
+        piece = os.pread(self._open[1], min(wanted, size - offset), offset)
+        if not piece:  # archive files never change; this one did: the length sent is wrong
+            raise OSError(f"{path} is shorter than when the answer began")
+        return piece
+
+    def close(self) -> None:
+        if self._open is not None:
+            os.close(self._open[1])
+            self._open = None
 
 
 def dicom_bytes(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
