@@ -40,6 +40,8 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventType
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
+from ris.dicom_receive import receive_pdus_into_buffers
+
 logger = logging.getLogger(__name__)
 
 ACSE_TIMEOUT = 30
@@ -285,6 +287,7 @@ def wait_instead_of_polling(event: Event) -> None:
 
     dul.kill_dul, dul.stop_dul = kill_dul, stop_dul
     _reactor_waits(event.assoc)
+    receive_pdus_into_buffers(dul)
 
 
 def _reactor_waits(assoc: Any) -> None:
