@@ -51,6 +51,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from pacs.header_scan import scan_elements
 from pacs.models import ArchivePatient, Instance, Series, Study
 from ris.db import UTCDateTime, utcnow
 from ris.models import Order, RequestedProcedure
@@ -206,6 +207,11 @@ def parse_header(received: Received) -> dict[str, str]:
     try:
         if syntax == DeflatedExplicitVRLittleEndian:
             data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+        if syntax != ExplicitVRBigEndian:
+            scanned = scan_elements(data, INDEX_TAGS, LAST_INDEX_TAG,
+                                    explicit=syntax != ImplicitVRLittleEndian)  # fmt: skip
+            if scanned is not None:
+                return _decoded(scanned)
         elements = data_element_generator(
             BytesIO(data), is_implicit_VR=syntax == ImplicitVRLittleEndian,
             is_little_endian=syntax != ExplicitVRBigEndian, stop_when=_past_index_tags,
