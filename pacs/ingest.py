@@ -4,7 +4,7 @@ Each C-STORE is handled on its association's thread: the header is parsed (up to
 attribute the index reads, never the pixel data), the file written and fsynced there,
 concurrently with the other associations (hashing, writing and fsync release the GIL).
 The index rows then go to one **group commit**: a single writer thread takes every row
-waiting, from every association, fsyncs each folder the batch's files were renamed into
+waiting, from every association, fsyncs each folder the batch's files were named in
 (once per folder, however many files), applies each row in its own savepoint and commits
 them in one transaction. Each association's Success is sent only after the commit that holds its
 row; with one association this is a commit per instance, with several the commit (and its

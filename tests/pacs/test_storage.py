@@ -353,3 +353,40 @@ def test_the_door_path_replaces_when_set_to(app: Flask) -> None:
     with transaction(app) as db:
         assert db.scalar(select(Study.number_of_study_related_instances)) == 1
         assert db.scalar(select(Instance.path)) == path.relative_to(root_of(app)).as_posix()
+
+
+def test_a_failing_fsync_after_the_file_is_named_leaves_nothing(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(StoreRefused) as refused:
+        ingest(app, received(make_dataset()))
+    assert refused.value.status == storage.OUT_OF_RESOURCES
+    assert files(app) == [] and count(app, Instance) == 0
+
+
+def test_the_same_bytes_again_replace_the_named_file_only_once_on_disk(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that exists already (the same bytes: perhaps indexed) is never linked over:
+    the new copy is fsynced, then renamed over it."""
+    import os
+
+    incoming = received(make_dataset())
+    ingest(app, incoming)
+    [path] = files(app)
+    first_inode = path.stat().st_ino
+    order: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "rename", lambda a, b: (order.append("rename"), real_rename(a, b))[1])
+    assert ingest(app, incoming).outcome is Outcome.ALREADY_PRESENT
+    assert order[:2] == ["fsync", "rename"]  # data on disk before the name moves to it
+    assert files(app) == [path] and path.stat().st_ino != first_inode
+    assert dataset_part(path) == incoming.dataset and count(app, Instance) == 1

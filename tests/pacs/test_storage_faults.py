@@ -203,7 +203,7 @@ def test_a_killed_process_keeps_every_acknowledged_instance(
             data = dataset_part(root / path)
             assert hashlib.sha1(data).hexdigest() == sha, uid  # complete, not truncated
         final_files = [p for p in everything_in(root) if p.suffix == ".dcm"]
-        for path in final_files:  # a renamed file is always whole (fsynced before rename)
+        for path in final_files:  # a final name is given only after the last write
             uid = path.name.split(".dcm")[0].rsplit(".", 1)[0]
             assert hashlib.sha1(dataset_part(path)).hexdigest()[:16] == path.name.split(".")[-2]
             assert uid in sent
