@@ -46,6 +46,7 @@ from pacs.retrieve_scp import SERVICES as RETRIEVE
 from pacs.storage import Outcome, Received, StoreRefused
 from ris.db import read_only
 from ris.dicom_door import AssociationHook, DicomService
+from ris.dicom_receive import received_sha1
 from ris.dimse_status import status_with_comment
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,15 @@ def handle_echo(event: Event, app: Flask) -> int:
 def handle_store(event: Event, app: Flask) -> int | Dataset:
     """C-STORE (PS3.4 B.2.3): Success only once the file and its index row are durable."""
     request = event.request
+    data_set = request.DataSet
+    dataset = data_set.getvalue()
     received = Received(
-        dataset=request.DataSet.getvalue(),
+        dataset=dataset,
         transfer_syntax_uid=str(event.context.transfer_syntax),
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
         calling_ae=str(event.assoc.requestor.ae_title).strip(),
+        sha1=received_sha1(data_set, len(dataset)),
     )
     try:
         result = ingest(app, received)

@@ -110,6 +110,7 @@ class Received:
     sop_class_uid: str  # as the request (or the file meta) names it
     sop_instance_uid: str
     calling_ae: str = ""
+    sha1: str | None = None  # the dataset's, when the door hashed it as it arrived
 
 
 # What the index reads; nothing else of the dataset is ever decoded.
@@ -428,7 +429,7 @@ def write_file(
     False the caller must fsync the folder (:func:`sync_folder`) before committing the row
     (the group commit does it once per folder and batch). Raises StoreRefused(0xA700) on
     any disk error, leaving nothing behind."""
-    sha1 = sha1 or hashlib.sha1(received.dataset).hexdigest()
+    sha1 = sha1 or received.sha1 or hashlib.sha1(received.dataset).hexdigest()
     relative = relative_path(header, sha1)
     final = root / relative
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
@@ -838,7 +839,7 @@ def store_instance(
     After committing, the caller removes ``obsolete_path`` when set; when the commit fails,
     it calls :func:`discard_file` for ``written_path`` (unless a committed row uses it)."""
     header = read_index_header(received)
-    sha1 = hashlib.sha1(received.dataset).hexdigest()
+    sha1 = received.sha1 or hashlib.sha1(received.dataset).hexdigest()
     relative = relative_path(header, sha1)
     present = find_instance(db, header.sop_instance_uid)
     if present is not None and (duplicates is Duplicates.KEEP or present[1] == relative):

@@ -19,11 +19,14 @@ malformed, handlers bound to the PDU events) goes pynetdicom's way, with the sam
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
+from io import BytesIO
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
 logger = logging.getLogger(__name__)
@@ -85,11 +88,50 @@ def _read_pdu(dul: Any, largest: int) -> None:
         logger.error("Invalid P-DATA-TF PDU received (its item lengths do not add up)")
         dul.event_queue.put("Evt19")
         return
-    primitive = P_DATA()
-    # Set past the property, whose check admits only bytes: DIMSE reads the fragments
-    # with indexing and slicing, which a memoryview answers as bytes do.
-    primitive._presentation_data_value_list = values  # type: ignore[assignment]
-    dul.assoc.dimse.receive_primitive(primitive)
+    dimse = dul.assoc.dimse
+    for value in values:  # one by one, as DIMSE would take them from one primitive
+        if not value[1][0] & 1:  # a data set fragment (PS3.8 E.2)
+            _digest(dimse.message, value[1])
+        primitive = P_DATA()
+        # Set past the property, whose check admits only bytes: DIMSE reads the fragments
+        # with indexing and slicing, which a memoryview answers as bytes do.
+        primitive._presentation_data_value_list = [value]  # type: ignore[assignment]
+        dimse.receive_primitive(primitive)
+
+
+class _Digest:
+    """The SHA-1 of a C-STORE data set, fragment by fragment, and how many bytes it covers."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha1()
+        self.length = 0
+
+
+DIGEST_ATTRIBUTE = "placa_sha1"  # on the message's data set buffer, which DIMSE passes on
+
+
+def _digest(message: Any, fragment: memoryview) -> None:
+    """Hash a C-STORE data set fragment as it arrives, on the DUL thread (hashlib releases
+    the GIL): the store path then has the file's hash without reading the bytes again."""
+    if type(message) is not C_STORE_RQ:
+        return
+    buffer = message.data_set
+    digest = buffer.__dict__.get(DIGEST_ATTRIBUTE)
+    if digest is None:
+        digest = buffer.__dict__[DIGEST_ATTRIBUTE] = _Digest()
+    value = fragment[1:]
+    digest.hash.update(value)
+    digest.length += len(value)
+
+
+def received_sha1(data_set: BytesIO, length: int) -> str | None:
+    """The hex SHA-1 of a received C-STORE data set of ``length`` bytes, when every one of
+    its fragments was hashed on arrival (a fragment that went pynetdicom's way was not:
+    the hash then covers fewer bytes and is not used)."""
+    digest = getattr(data_set, DIGEST_ATTRIBUTE, None)
+    if digest is None or digest.length != length:
+        return None
+    return str(digest.hash.hexdigest())
 
 
 def recv_exactly(sock: Any, view: memoryview) -> int:
