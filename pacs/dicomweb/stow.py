@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from flask import Flask, Response, current_app, json, request
 from werkzeug.http import parse_options_header
@@ -101,11 +102,36 @@ def _boundary() -> bytes:
 
 def _parts(boundary: bytes) -> Iterator[Part]:
     """The body's parts, read from the request stream a block at a time."""
-    reader = MultipartReader(request.stream.read, boundary, MAX_PART_BYTES)
+    reader = MultipartReader(_body_reader(), boundary, MAX_PART_BYTES)
     try:
         yield from reader
     except MalformedMultipart as exc:
         raise DicomWebError(400, f"malformed multipart body: {exc}") from None
+
+
+class _InputReader:
+    """``read(size)`` of the WSGI input, never past Content-Length (PEP 3333).
+
+    Werkzeug's ``request.stream`` reads through ``io.RawIOBase.read``: a new bytearray per
+    block, then a copy of it into bytes (page faults and a memcpy of every byte of the
+    body); the input's own ``read`` fills the bytes it returns directly."""
+
+    def __init__(self, source: BinaryIO, length: int) -> None:
+        self._source, self._left = source, length
+
+    def read(self, size: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._source.read(min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
+def _body_reader() -> Callable[[int], bytes]:
+    length = request.content_length
+    if length is None:  # chunked, from a server that does not buffer: werkzeug finds the end
+        return request.stream.read
+    return _InputReader(request.environ["wsgi.input"], length).read
 
 
 def _store_all(parts: Iterator[Part], expected_study: str | None) -> list[StowResult]:
