@@ -26,6 +26,8 @@ and Placa/Orthanc ratios on stdout.
 
   .venv/bin/python bench/vs_orthanc_dicomweb.py --stow-corpus /tmp/corpus-series500 \\
       --query-corpus /tmp/corpus100k
+  .venv/bin/python bench/vs_orthanc_dicomweb.py --stow-corpus /tmp/corpus-series500 \\
+      --parallel 4 --reps 5 --checkout /tmp/placa-after --before /tmp/placa-before
 """
 
 from __future__ import annotations
@@ -290,6 +292,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=50, help="queries per type (after 3)")
     parser.add_argument("--retrieve-repeat", type=int, default=5)
     parser.add_argument(
+        "--checkout", type=Path, help="the Placa tree measured as placa (default: this one)"
+    )
+    parser.add_argument(
         "--before", type=Path, help="another Placa checkout, measured as placa-before (STOW/WADO)"
     )
     parser.add_argument("--python", default=default_python(), help="python for the harness")
@@ -301,6 +306,8 @@ def main() -> None:
         print(summary(rows))
         return
     in_private_network()
+    if args.checkout:  # e.g. a clean `git archive` of a commit, while others edit this tree
+        STARTS["placa"] = partial(placa_with_token, checkout=args.checkout.resolve())
     if args.before:
         STARTS["placa-before"] = partial(placa_with_token, checkout=args.before.resolve())
     args.parallel = [int(p) for p in args.parallel.split(",")]
