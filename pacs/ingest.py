@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Generic, NoReturn, TypeVar
 
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,7 +51,7 @@ from pacs.storage import (
     sync_folder,
     write_file,
 )
-from ris.db import read_only, transaction
+from ris.db import read_only, sessions
 from ris.site import site_of
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 64  # rows in one commit at most
 WRITER_LOCK = "index-writer.lock"  # in the data folder: the DICOM processes' turn (SQLite)
 RETRIES = 3  # a row that loses a race (unique constraint) is tried again this often
+IDLE_RECONNECT = 10.0  # seconds: an ingest keeps its connection; a pause takes a fresh one
 T = TypeVar("T")
 
 
@@ -78,6 +81,8 @@ class IndexWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._connection: Connection | None = None  # the writer thread's own, kept open
+        self._last_used = 0.0
         self.commits = 0  # for the benchmark and the tests: rows / commits is the batch size
         self.rows = 0
 
@@ -109,6 +114,10 @@ class IndexWriter:
                                  name="placa-archive-sweep", daemon=True).start()  # fmt: skip
 
     def _run(self) -> None:
+        with self.app.app_context():  # what a transaction(app) would give each batch
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             batch = [self._queue.get()]
             while len(batch) < MAX_BATCH:
@@ -121,7 +130,7 @@ class IndexWriter:
     def _commit(self, batch: list[_Job]) -> None:
         try:
             self._sync(batch)
-            with self._writers_in_turn(), transaction(self.app) as db:
+            with self._writers_in_turn(), self._transaction() as db:
                 if len(batch) == 1:  # alone in its transaction: no savepoint to pay for
                     batch[0].result = batch[0].work(db)
                 for job in batch if len(batch) > 1 else ():
@@ -139,6 +148,34 @@ class IndexWriter:
         finally:
             for job in batch:
                 job.done.set()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """The batch's transaction, on a connection the writer keeps between batches: a
+        session and a pooled connection per batch cost more CPU (0.23 against 0.10 ms a
+        commit, measured) than the statements of a row. A transaction that fails closes the
+        connection (the database may have gone), and one left idle a while goes back to the
+        pool (PostgreSQL's pings it before lending it again): the next batch connects anew."""
+        engine = sessions(self.app).kw["bind"]  # the factory's: tests point it elsewhere
+        connection = self._connection
+        idle = time.monotonic() - self._last_used > IDLE_RECONNECT
+        if connection is None or connection.engine is not engine or idle:
+            if connection is not None:
+                _close_quietly(connection)
+            connection = self._connection = engine.connect()
+        self._last_used = time.monotonic()
+        try:
+            with connection.begin():
+                db = Session(bind=connection, join_transaction_mode="rollback_only")
+                try:
+                    yield db
+                    db.flush()
+                finally:
+                    db.close()
+        except BaseException:
+            self._connection = None
+            _close_quietly(connection)
+            raise
 
     @contextmanager
     def _writers_in_turn(self) -> Iterator[None]:
@@ -164,6 +201,13 @@ class IndexWriter:
         """The durability step before the commit, once per folder for the whole batch."""
         for sync in dict.fromkeys(job.sync for job in batch if job.sync is not None):
             sync()
+
+
+def _close_quietly(connection: Connection) -> None:
+    try:
+        connection.close()
+    except Exception:  # broken already: nothing left to release
+        logger.debug("Closing the index writer's connection failed", exc_info=True)
 
 
 def index_writer(app: Flask) -> IndexWriter:
