@@ -12,6 +12,7 @@ does not match, C000 cannot understand...): 200 when all were stored, 202 when s
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,7 +50,13 @@ logger = logging.getLogger(__name__)
 
 STOW_AE = "STOW-RS"  # recorded as the calling AE of instances stored over DICOMweb
 PROCESSING_FAILURE = 0x0110
-IN_FLIGHT = 4  # parts being stored at once by one request
+# Parts being stored at once, by every STOW-RS request together, and by one request at most:
+# a request alone keeps 8 going (their group commits share fsyncs: 4 stored less on one
+# stream), four requests share 16 (4 each: 8 or 16 each, more threads waiting on fsyncs and
+# on the GIL, stored more slowly and at more CPU per instance; bench/README.md, "STOW-RS:
+# the copies and the parts in flight"), however many requests come at once.
+IN_FLIGHT = 16
+IN_FLIGHT_PER_REQUEST = 8
 MAX_PART_BYTES = 4 << 30  # one instance; the body as a whole has no limit
 
 
@@ -134,6 +141,10 @@ def _body_reader() -> Callable[[int], bytes]:
     return _InputReader(request.environ["wsgi.input"], length).read
 
 
+_STORERS = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="placa-stow")
+_SLOTS = threading.BoundedSemaphore(IN_FLIGHT)  # a part holds one from submit to stored
+
+
 def _store_all(parts: Iterator[Part], expected_study: str | None) -> list[StowResult]:
     """Store every part, a few at once: while one waits for its fsyncs and index commit the
     next is read and written (the index writer commits them together), as several C-STORE
@@ -141,15 +152,25 @@ def _store_all(parts: Iterator[Part], expected_study: str | None) -> list[StowRe
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     in_flight: deque[Future[StowResult]] = deque()
     results: list[StowResult] = []
-    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="placa-stow") as pool:
-        try:
-            for part in parts:
-                in_flight.append(pool.submit(_store_part, app, part, expected_study))
-                if len(in_flight) >= IN_FLIGHT:  # bounds memory: IN_FLIGHT parts at most
-                    results.append(in_flight.popleft().result())
-        finally:  # a malformed body: what was already sent is still stored and answered
-            results.extend(future.result() for future in in_flight)
+    try:
+        for part in parts:
+            if len(in_flight) >= IN_FLIGHT_PER_REQUEST:  # bounds memory too
+                results.append(in_flight.popleft().result())
+            _SLOTS.acquire()  # released as soon as a part is stored, whoever sent it
+            try:
+                future = _STORERS.submit(_store_part, app, part, expected_study)
+            except BaseException:
+                _SLOTS.release()
+                raise
+            future.add_done_callback(_release_slot)
+            in_flight.append(future)
+    finally:  # a malformed body: what was already sent is still stored and answered
+        results.extend(future.result() for future in in_flight)
     return results
+
+
+def _release_slot(_future: Future[StowResult]) -> None:
+    _SLOTS.release()
 
 
 def _store_part(app: Flask, part: Part, expected_study: str | None) -> StowResult:
