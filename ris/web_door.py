@@ -12,7 +12,9 @@ from waitress.server import create_server
 
 logger = logging.getLogger(__name__)
 # A STOW-RS body carries whole studies (waitress's default refuses bodies over 1 GB); waitress
-# spools a body to a temporary file, so its size costs disk, not memory.
+# spools a body to a temporary file, so its size costs disk, not memory. (Kept in memory
+# instead, inbuf_overflow 64 MB, a 26 MB body cost more CPU to receive and read back, 28-41
+# against 22-23 ms: waitress grows a BytesIO; bench/README.md, "STOW-RS: the copies...".)
 MAX_REQUEST_BODY = 16 << 30
 # waitress reads a request body 8 KB per turn of its loop: a 26 MB STOW-RS batch took ~0.4 s
 # to arrive on loopback (~0.1 s in 256 KB reads), and each turn costs the GIL the store threads
