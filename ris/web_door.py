@@ -55,7 +55,11 @@ class WebDoor:
         # Let requests in progress finish, then close every channel from waitress's own
         # loop thread (closing them from this thread races with the loop's poll).
         self.server.task_dispatcher.shutdown(timeout=5)
-        self.server.trigger.pull_trigger(partial(wasyncore.close_all, self.server._map))
+        try:
+            self.server.trigger.pull_trigger(partial(wasyncore.close_all, self.server._map))
+        except OSError as exc:  # the loop's wake-up pipe is gone: close from here instead
+            logger.warning("Web door: cannot wake its loop (%s); closing its channels", exc)
+            wasyncore.close_all(self.server._map)
         self.thread.join(timeout=5)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
@@ -229,6 +230,9 @@ class MultipartFile:
         self.size = offset
         self.position = 0
         self._open: tuple[int, int] | None = None  # (segment index, file descriptor)
+        # waitress reads on its I/O thread and may close from another (a client gone): a
+        # descriptor closed twice would close whatever file or socket got its number since.
+        self._closing = threading.Lock()
 
     @classmethod
     def of_files(cls, boundary: str, parts: list[tuple[str, Path]]) -> MultipartFile:
@@ -267,18 +271,23 @@ class MultipartFile:
         if isinstance(segment, bytes):
             return segment[offset : offset + wanted]
         path, size = segment
-        if self._open is None or self._open[0] != index:
-            self.close()
-            self._open = (index, os.open(path, os.O_RDONLY))
-        piece = os.pread(self._open[1], min(wanted, size - offset), offset)
+        with self._closing:
+            if self._open is None or self._open[0] != index:
+                self._close_open()
+                self._open = (index, os.open(path, os.O_RDONLY))
+            piece = os.pread(self._open[1], min(wanted, size - offset), offset)
         if not piece:  # archive files never change; this one did: the length sent is wrong
             raise OSError(f"{path} is shorter than when the answer began")
         return piece
 
     def close(self) -> None:
+        with self._closing:
+            self._close_open()
+
+    def _close_open(self) -> None:
         if self._open is not None:
-            os.close(self._open[1])
-            self._open = None
+            fd, self._open = self._open[1], None
+            os.close(fd)
 
 
 def dicom_bytes(path: Path, stored: str, syntax: str) -> Iterator[bytes]:
