@@ -105,7 +105,7 @@ class Outcome(enum.StrEnum):
 class Received:
     """An instance as it arrived: its encoded dataset (no file meta) and its encoding."""
 
-    dataset: bytes
+    dataset: bytes | memoryview  # a file's or a STOW-RS part's: a view after its meta, no copy
     transfer_syntax_uid: str
     sop_class_uid: str  # as the request (or the file meta) names it
     sop_instance_uid: str
@@ -342,7 +342,8 @@ def pn_key(name: str) -> str:
 
 
 def read_part10(data: bytes, calling_ae: str = "") -> Received:
-    """A DICOM Part 10 file's dataset as received: the bytes after its file meta header."""
+    """A DICOM Part 10 file's dataset as received: the bytes after its file meta header
+    (a view of them: copying 0.5 MB was half of this function's time on each STOW-RS part)."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise StoreRefused(CANNOT_UNDERSTAND, "not a DICOM Part 10 file")
     stream = BytesIO(data)
@@ -355,7 +356,7 @@ def read_part10(data: bytes, calling_ae: str = "") -> Received:
     if not valid_uid(syntax):
         raise StoreRefused(CANNOT_UNDERSTAND, "the file meta names no transfer syntax")
     return Received(
-        dataset=data[stream.tell():], transfer_syntax_uid=syntax,
+        dataset=memoryview(data)[stream.tell():], transfer_syntax_uid=syntax,
         sop_class_uid=_raw_uid(meta, 0x00020002), sop_instance_uid=_raw_uid(meta, 0x00020003),
         calling_ae=calling_ae,
     )  # fmt: skip
