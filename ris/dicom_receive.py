@@ -13,6 +13,10 @@ action DT-2: hand the P-DATA indication to DIMSE, stay in Sta6) is done directly
 same DUL thread, and only when no other event is waiting for the state machine (so the
 order of events is unchanged).
 
+Each fragment of a C-STORE data set is also hashed (SHA-1) as it arrives, on this thread
+(hashlib releases the GIL), so the store path has the file's hash without reading the data
+set again before it answers (:func:`received_sha1`).
+
 Everything else (other PDU types, other states, a PDU longer than Placa announced or
 malformed, handlers bound to the PDU events) goes pynetdicom's way, with the same events.
 """
