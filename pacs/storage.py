@@ -420,17 +420,20 @@ def _padded(text: str, pad: bytes) -> bytes:
     return value + pad if len(value) % 2 else value
 
 
-def write_file(
-    root: Path, received: Received, header: Header, sha1: str | None = None, *,
-    sync_folder: bool = True,
-) -> StoredFile:  # fmt: skip
-    """Write the instance durably (temporary file, fsync, rename, fsync the folder).
+def dataset_sha1(received: Received) -> str:
+    """The hex SHA-1 of the received dataset: the door's, when it hashed it on arrival."""
+    return received.sha1 or hashlib.sha1(received.dataset).hexdigest()
 
-    ``sha1`` is the dataset's hash when the caller has it already. With ``sync_folder``
-    False the caller must fsync the folder (:func:`sync_folder`) before committing the row
-    (the group commit does it once per folder and batch). Raises StoreRefused(0xA700) on
-    any disk error, leaving nothing behind."""
-    sha1 = sha1 or received.sha1 or hashlib.sha1(received.dataset).hexdigest()
+
+def write_file(
+    root: Path, received: Received, header: Header, *, sync_folder: bool = True,
+) -> StoredFile:  # fmt: skip
+    """Write the instance durably (temporary file, its final name, fsync, fsync the folder).
+
+    With ``sync_folder`` False the caller must fsync the folder (:func:`sync_folder`) before
+    committing the row (the group commit does it once per folder and batch). Raises
+    StoreRefused(0xA700) on any disk error, leaving nothing behind."""
+    sha1 = dataset_sha1(received)
     relative = relative_path(header, sha1)
     final = root / relative
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
@@ -840,13 +843,14 @@ def store_instance(
     After committing, the caller removes ``obsolete_path`` when set; when the commit fails,
     it calls :func:`discard_file` for ``written_path`` (unless a committed row uses it)."""
     header = read_index_header(received)
-    sha1 = received.sha1 or hashlib.sha1(received.dataset).hexdigest()
+    sha1 = dataset_sha1(received)
+    received = replace(received, sha1=sha1)  # hashed once: write_file takes it from here
     relative = relative_path(header, sha1)
     present = find_instance(db, header.sop_instance_uid)
     if present is not None and (duplicates is Duplicates.KEEP or present[1] == relative):
         # Kept, or the very same bytes again: nothing to write.
         return StoreResult(Outcome.ALREADY_PRESENT, present[0], _study_of(db, present[0]), False)
-    stored = write_file(root, received, header, sha1)
+    stored = write_file(root, received, header)
     try:
         result = index_instance(
             db, header, stored, transfer_syntax_uid=received.transfer_syntax_uid,

@@ -158,7 +158,7 @@ def received_sha1(data_set: BytesIO, length: int) -> str | None:
     digest = getattr(data_set, DIGEST_ATTRIBUTE, None)
     if digest is None or digest.length != length:
         return None
-    return str(digest.hash.hexdigest())
+    return digest.hash.hexdigest()
 
 
 def recv_exactly(sock: Any, view: memoryview) -> int:
