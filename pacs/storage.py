@@ -497,6 +497,7 @@ def _place(temporary: Path, final: Path, fd: int) -> None:
         if exc.errno not in (errno.EEXIST, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
         os.fsync(fd)  # the name exists, or this filesystem has no hard links
+        _leave_page_cache(fd)
         os.rename(temporary, final)
         return
     try:
@@ -505,6 +506,26 @@ def _place(temporary: Path, final: Path, fd: int) -> None:
     except OSError:
         _remove_quietly(final)  # made by this write: nothing is left behind
         raise
+    _leave_page_cache(fd)
+
+
+def _leave_page_cache(fd: int) -> None:
+    """Let the kernel drop the file's pages, clean once fsynced, from its page cache.
+
+    An archived image is written once and seldom read soon after: kept cached, every
+    ingested megabyte takes a megabyte of fresh memory and pushes out what is read (the
+    index, the studies being viewed). Each new page costs, besides: reclaiming another
+    once memory is full, and on a virtual machine whose host takes freed memory back
+    (free page reporting, ballooning) a host page fault on first touch, which made the
+    write's copy into the cache the largest single cost of a stored instance on the
+    benchmark's machine (``bench/README.md``). Dropped pages are reused by the next write
+    while still warm. A later read comes from the disk."""
+    if not hasattr(os, "posix_fadvise"):  # not on macOS: the kernel keeps its default
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as exc:  # advice only: the file is stored either way
+        logger.debug("posix_fadvise failed: %s", exc)
 
 
 def _ensure_folder(root: Path, folder: Path) -> None:

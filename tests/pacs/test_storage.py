@@ -390,3 +390,52 @@ def test_the_same_bytes_again_replace_the_named_file_only_once_on_disk(
     assert order[:2] == ["fsync", "rename"]  # data on disk before the name moves to it
     assert files(app) == [path] and path.stat().st_ino != first_inode
     assert dataset_part(path) == incoming.dataset and count(app, Instance) == 1
+
+
+def _resident_pages(path: Path) -> tuple[int, int]:
+    """How many of the file's pages are in the kernel's page cache, and of how many
+    (Linux's mincore over a shared mapping of the file, which faults nothing in)."""
+    import ctypes
+    import mmap
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        vector = ctypes.create_string_buffer(pages)
+        try:
+            assert libc.mincore(address, size, vector) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return sum(byte & 1 for byte in vector.raw), pages
+
+
+def _on_tmpfs(path: Path) -> bool:
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+              if line.split()[2] in ("tmpfs", "ramfs")]  # fmt: skip
+    return any(path.is_relative_to(mount) for mount in mounts if mount != "/")
+
+
+@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="Linux's page cache")
+def test_a_stored_file_leaves_the_page_cache_once_on_disk(app: Flask) -> None:
+    """Written once, seldom read soon: its pages are not kept to push out what is read."""
+    if _on_tmpfs(root_of(app)):
+        pytest.skip("a tmpfs file lives in the page cache")
+    incoming = received(make_dataset(rows=512))  # 0.5 MB of pixel data
+    ingest(app, incoming)
+    [path] = files(app)
+    resident, pages = _resident_pages(path)
+    assert pages > 100 and resident <= pages // 10
+    assert dataset_part(path) == incoming.dataset  # and it reads back whole
+    assert _resident_pages(path)[0] == pages
