@@ -11,7 +11,9 @@ length and its presentation data values are passed to DIMSE as memoryviews: the 
 copied once, into the DIMSE message. What the state machine would do for it (Sta6 + Evt10,
 action DT-2: hand the P-DATA indication to DIMSE, stay in Sta6) is done directly, on the
 same DUL thread, and only when no other event is waiting for the state machine (so the
-order of events is unchanged).
+order of events is unchanged). While a data set is still arriving the next PDU is read at
+once, without going back through the DUL loop; a peer silent in the middle of one is cut
+off after the network timeout.
 
 Each fragment of a C-STORE data set is also hashed (SHA-1) as it arrives, on this thread
 (hashlib releases the GIL), so the store path has the file's hash without reading the data
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import struct
 from io import BytesIO
 from typing import Any
@@ -50,6 +53,7 @@ def receive_pdus_into_buffers(dul: Any) -> None:
     assoc = dul.assoc
     if assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV):
         return  # someone wants pynetdicom's PDU objects and raw bytes
+    _time_out_blocked_reads(dul.socket.socket, assoc.network_timeout)
     delay = dul.__dict__.pop("_run_loop_delay", PROMPT_DELAY)
     dul.__class__ = _PromptDUL
     dul._run_loop_delay = delay
@@ -65,6 +69,21 @@ def receive_pdus_into_buffers(dul: Any) -> None:
         _read_pdu(dul, largest[0])
 
     dul._read_pdu_data = read_pdu_data
+
+
+def _time_out_blocked_reads(sock: socket.socket, seconds: float | None) -> None:
+    """A read that waits on the peer in the middle of a PDU or of a data set gives up after
+    the network timeout (a modality switched off or its cable pulled sends neither FIN nor
+    RST), and the association is closed. Set in the kernel (SO_RCVTIMEO), not with
+    ``settimeout``, which would add a poll() before every read; select() ignores it."""
+    if not seconds or seconds <= 0:
+        return
+    whole = int(seconds)
+    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    except OSError as exc:  # not a TCP socket (a test's socket pair): reads wait as before
+        logger.debug("SO_RCVTIMEO not set: %s", exc)
 
 
 class _PromptDUL(DULServiceProvider):
@@ -90,30 +109,44 @@ def _largest_pdu(assoc: Any) -> int:
 
 
 def _read_pdu(dul: Any, largest: int) -> None:
-    """Read one PDU and deliver it: P-DATA-TF straight to DIMSE, any other as pynetdicom."""
+    """Read PDUs and deliver them, P-DATA-TF straight to DIMSE, any other as pynetdicom;
+    while a data set is still arriving, the next PDU at once.
+
+    The peer must send the rest of a data set whose last fragment has not come, so the DUL
+    loop (which would look at its send queue, sleep, then select() on the socket before
+    each PDU: a GIL hand-off and a trip through the scheduler every time) is left only when
+    a message is complete, another PDU type arrives or the DUL is told to stop. The loop's
+    idle timer is restarted for each PDU, as its own reads do."""
+    while _read_one_pdu(dul, largest) and not dul._kill_thread:
+        dul._idle_timer.restart()
+
+
+def _read_one_pdu(dul: Any, largest: int) -> bool:
+    """Read one PDU and deliver it; whether it ended with a data set fragment that is not
+    the last (PS3.8 E.2: message control header bit 0 clear, bit 1 clear)."""
     sock = dul.socket.socket
     header = bytearray(6)
     if recv_exactly(sock, memoryview(header)) != 6:
         dul.event_queue.put("Evt17")  # the connection closed
-        return
+        return False
     pdu_type, _, length = _PDU_HEADER.unpack(header)
     if pdu_type not in KNOWN_PDU_TYPES:
         logger.error("Unknown PDU type received 0x%02X", pdu_type)
         dul.event_queue.put("Evt19")
-        return
+        return False
     if pdu_type != P_DATA_TF or length > largest:
         _read_as_pynetdicom(dul, header, length)
-        return
+        return False
     body = bytearray(length)
     if recv_exactly(sock, memoryview(body)) != length:
         logger.error("The connection closed in the middle of a P-DATA-TF PDU")
         dul.event_queue.put("Evt17")
-        return
+        return False
     values = presentation_data_values(body)
     if values is None:
         logger.error("Invalid P-DATA-TF PDU received (its item lengths do not add up)")
         dul.event_queue.put("Evt19")
-        return
+        return False
     dimse = dul.assoc.dimse
     for value in values:  # one by one, as DIMSE would take them from one primitive
         if not value[1][0] & 1:  # a data set fragment (PS3.8 E.2)
@@ -124,6 +157,7 @@ def _read_pdu(dul: Any, largest: int) -> None:
         primitive._presentation_data_value_list = [value]  # type: ignore[assignment]
         dimse.receive_primitive(primitive)
     dul.__dict__["_placa_prompt"] = True
+    return not values[-1][1][0] & 0b11
 
 
 class _Digest:
@@ -170,6 +204,9 @@ def recv_exactly(sock: Any, view: memoryview) -> int:
             if not count:
                 break
             received += count
+    except BlockingIOError:  # SO_RCVTIMEO: the peer went silent in the middle
+        logger.error("No data from the peer for the network timeout in the middle of a PDU "
+                     "or data set: closing the association")  # fmt: skip
     except (OSError, TimeoutError) as exc:
         logger.error("Connection error while receiving a PDU: %s", exc)
     return received

@@ -6,6 +6,7 @@ import hashlib
 import struct
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,80 @@ def test_presentation_data_values_are_views_of_the_pdu() -> None:
 )
 def test_malformed_presentation_data_values_are_refused(body: bytes) -> None:
     assert presentation_data_values(bytearray(body)) is None
+
+
+def _c_store_pdus(assoc, ds) -> list[bytes]:
+    """The P-DATA-TF PDUs of a C-STORE-RQ for ``ds``, as pynetdicom would send them."""
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.pdu import P_DATA_TF
+
+    request = C_STORE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = ds.SOPClassUID
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.Priority = 0x0002
+    request.DataSet = BytesIO(encode(ds))
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    context_id = assoc.accepted_contexts[0].context_id
+    pdus = []
+    for primitive in message.encode_msg(context_id, 4096):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        pdus.append(pdu.encode())
+    return pdus
+
+
+def _instances(door: Running) -> int:
+    with transaction(door.app) as db:
+        return len(db.scalars(select(Instance.id)).all())
+
+
+def _closed_by_the_door(assoc, within: float) -> bool:
+    sock = assoc.dul.socket.socket
+    sock.settimeout(within)
+    try:
+        while data := sock.recv(65536):  # an A-ABORT may come first, then the close
+            if data[0] == 0x07:
+                continue
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset
+
+
+def test_an_abort_in_the_middle_of_a_data_set_stores_nothing(door: Running) -> None:
+    ds = make_dataset(rows=128)
+    assoc = _associate(door, CTImageStorage)
+    pdus = _c_store_pdus(assoc, ds)
+    assert len(pdus) > 6
+    assoc.dul.socket.socket.sendall(b"".join(pdus[: len(pdus) // 2]))
+    assoc.dul.socket.socket.sendall(struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0, 0))  # A-ABORT
+    assert _closed_by_the_door(assoc, within=5)
+    assert _instances(door) == 0
+    fresh = _associate(door, CTImageStorage)  # the door itself is fine
+    assert int(fresh.send_c_store(ds).Status) == 0
+    fresh.release()
+    assert _instances(door) == 1
+
+
+def test_a_peer_silent_in_the_middle_of_a_data_set_is_cut_off(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A modality that stops sending mid-image (a cable pulled: no FIN, no RST) does not
+    hold its association's threads: after the network timeout the door closes it."""
+    from ris import dicom_door
+
+    monkeypatch.setattr(dicom_door, "NETWORK_TIMEOUT", 1)
+    for running in running_door(tmp_path, database_url, DICOM_MAX_PDU=4096):
+        ds = make_dataset(rows=128)
+        assoc = _associate(running, CTImageStorage)
+        pdus = _c_store_pdus(assoc, ds)
+        assoc.dul.socket.socket.sendall(b"".join(pdus[: len(pdus) // 2]))
+        assert _closed_by_the_door(assoc, within=10)
+        assert _instances(running) == 0
+        fresh = _associate(running, CTImageStorage)
+        assert int(fresh.send_c_store(ds).Status) == 0
+        fresh.release()
