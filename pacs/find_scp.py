@@ -6,10 +6,17 @@ instance (0xFF01 instead of 0xFF00 when it ignored keys it does not match on), f
 read-only session; on implicit and explicit VR little endian the answers are encoded and
 sent as bytes by ris.dimse_stream, like the worklist's (ris.dicom_find).
 
+* **Relational queries** (PS3.4 C.4.1.2.2) when the requestor asks for them in the SOP
+  Class Extended Negotiation (C.5.1.1, byte 1): any level may then be searched without the
+  unique keys of the levels above (studies by Patient's Name, images by Modality across
+  studies). Otherwise queries are hierarchical (C.4.1.3.1). Placa also answers byte 2
+  (combined date-time matching: it always matches a date and time pair as one range) and
+  byte 3 (fuzzy semantic matching of person names: it always ignores case and accents),
+  and not byte 4 (no timezone query adjustment).
 * A missing or wrong Query/Retrieve Level, a unique key of a level above missing
-  (hierarchical queries, PS3.4 C.4.1.3.1) or a malformed key: Failure 0xA900 (Identifier
-  does not match SOP Class) with an Error Comment and the Offending Element; an identifier
-  that cannot be decoded: 0xC000. Logged; nothing else is answered.
+  (hierarchical queries) or a malformed key: Failure 0xA900 (Identifier does not match SOP
+  Class) with an Error Comment and the Offending Element; an identifier that cannot be
+  decoded: 0xC000. Logged; nothing else is answered.
 * C-CANCEL: checked before every response; answered 0xFE00 (Cancel).
 * Answer limit (PLACA_QR_MAX_ANSWERS): the first N answers, then Success; a warning is
   logged.
@@ -32,7 +39,12 @@ from pynetdicom.sop_class import (
 
 from pacs.query import Model, QueryOptions, find_archive_entries, plan_archive_query, read_level
 from ris.db import read_only
-from ris.dicom_door import DicomService, ServiceHandler
+from ris.dicom_door import (
+    DicomService,
+    ServiceHandler,
+    accepted_extended_negotiation,
+    requested_sop_class,
+)
 from ris.dicom_find import (
     PENDING,
     PENDING_WITH_WARNING,
@@ -72,9 +84,11 @@ def _answers(
     event: Event, app: Flask, model: Model, calling_ae: str, request: Dataset
 ) -> Iterator[FindResponse]:
     name = MODEL_NAMES[model]
+    relational = negotiated_relational(event)
     try:
         level = read_level(request, model)
-        query = plan_archive_query(request, model, level, QueryOptions.of(app))
+        options = QueryOptions.of(app, hierarchical=not relational)
+        query = plan_archive_query(request, model, level, options)
     except MatchError as error:
         logger.warning("%s C-FIND from %s refused: %s", name, calling_ae, error.comment)
         yield failure(error.status, error.comment, error.keyword), None
@@ -97,10 +111,28 @@ def _answers(
         logger.warning("%s C-FIND from %s matched more than %s entries; answered the first %s "
                        "(PLACA_QR_MAX_ANSWERS)", name, calling_ae, sent.count,
                        sent.count)  # fmt: skip
-    logger.info("%s C-FIND from %s: %s level, %s answers, %s", name, calling_ae, level.name,
-                sent.count, "streamed" if sent.streamed
+    logger.info("%s C-FIND from %s: %s level%s, %s answers, %s", name, calling_ae, level.name,
+                " (relational)" if relational else "", sent.count, "streamed" if sent.streamed
                 else f"through pydicom ({event.context.transfer_syntax})")  # fmt: skip
     yield SUCCESS, None
+
+
+SUPPORTED_OPTIONS = (1, 1, 1, 0)  # relational, combined date-time, fuzzy names, time zone
+
+
+def query_options_answer(proposed: bytes) -> bytes:
+    """Placa's answer to a C-FIND SOP Class Extended Negotiation (PS3.4 C.5.1.1): for each
+    byte proposed, 1 where the SCU asked for an option Placa supports, else 0."""
+    return bytes(
+        1 if wanted == 1 and index < len(SUPPORTED_OPTIONS) and SUPPORTED_OPTIONS[index] else 0
+        for index, wanted in enumerate(proposed)
+    )  # fmt: skip
+
+
+def negotiated_relational(event: Event) -> bool:
+    """Whether relational queries were negotiated for the request's SOP class."""
+    answered = accepted_extended_negotiation(event, requested_sop_class(event))
+    return answered[:1] == b"\x01"
 
 
 def _handler(model: Model) -> ServiceHandler:
@@ -112,7 +144,9 @@ def _handler(model: Model) -> ServiceHandler:
 
 SERVICES = [
     DicomService((PatientRootQueryRetrieveInformationModelFind,),
-                 {evt.EVT_C_FIND: _handler(Model.PATIENT_ROOT)}),
+                 {evt.EVT_C_FIND: _handler(Model.PATIENT_ROOT)},
+                 extended_negotiation=query_options_answer),
     DicomService((StudyRootQueryRetrieveInformationModelFind,),
-                 {evt.EVT_C_FIND: _handler(Model.STUDY_ROOT)}),
+                 {evt.EVT_C_FIND: _handler(Model.STUDY_ROOT)},
+                 extended_negotiation=query_options_answer),
 ]  # fmt: skip

@@ -9,16 +9,17 @@ bytes itself) or as a pydicom Dataset. Both doors call the same two functions.
 **Models and levels.** Patient Root (PATIENT, STUDY, SERIES, IMAGE; PS3.4 C.6.1) and
 Study Root (STUDY, SERIES, IMAGE; C.6.2).
 
-**Hierarchical queries** (C.4.1.3.1), as C-FIND always is here (Placa does not accept the
-relational-query extended negotiation): the unique keys of the levels above the query level
+**Hierarchical queries** (C.4.1.3.1), as C-FIND is unless the requestor negotiated
+relational queries (:mod:`pacs.find_scp`): the unique keys of the levels above the query level
 must be given, with a value and no wildcard (Patient ID in Patient Root below PATIENT,
 Study Instance UID below STUDY, Series Instance UID at IMAGE); a request that lacks one is
 refused (0xA900, naming the key). Where it is safe, Placa is more flexible than a strict
 hierarchy: any attribute of the levels above the query level may also be a matching key
 and a return key (a STUDY-level query in Study Root matches on Patient's Name; an
 IMAGE-level answer can carry the Modality), since it is one join away. QIDO-RS asks with
-``hierarchical=False``: the same query without the unique keys above (a relational search
-of series or instances across studies, PS3.18 10.6.1.2).
+``hierarchical=False``, as does a C-FIND with relational queries negotiated: the same
+query without the unique keys above (a relational search of series or instances across
+studies, PS3.4 C.4.1.2.2, PS3.18 10.6.1.2).
 
 **Matching** (C.2.2.2): universal, single value, wildcards, DA/TM ranges (Study Date and
 Study Time together form one range in the site's time zone), lists of UIDs, several

@@ -569,13 +569,23 @@ def _context(contexts: dict[tuple[str, str], int], item: Retrievable) -> tuple[i
     return None
 
 
+def retrieval_options_answer(proposed: bytes) -> bytes:
+    """Placa's answer to a C-MOVE or C-GET SOP Class Extended Negotiation (PS3.4 C.5.2.1,
+    C.5.3.1): relational retrieval (byte 1) yes, since a retrieve needs only its level's
+    unique key (the keys above, when sent, narrow it); enhanced multi-frame image
+    conversion (byte 2) no: instances are sent as stored."""
+    return bytes(1 if index == 0 and wanted == 1 else 0 for index, wanted in enumerate(proposed))
+
+
 SERVICES = [
     DicomService(
         (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove),
         {evt.EVT_C_MOVE: handle_move},
+        extended_negotiation=retrieval_options_answer,
     ),
     DicomService(
         (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
         {evt.EVT_C_GET: handle_get},
+        extended_negotiation=retrieval_options_answer,
     ),
 ]

@@ -52,6 +52,9 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.5.4 (refused: SOP Class not supporte
 ServiceHandler = Callable[[Event, Flask], Any]
 """A service's handler: pynetdicom's event, and the application (database, settings)."""
 
+ExtendedNegotiation = Callable[[bytes], bytes]
+"""What Placa answers to the service class application information a requestor proposes."""
+
 
 @dataclass(frozen=True)
 class DicomService:
@@ -65,6 +68,9 @@ class DicomService:
     # Transfer syntaxes accepted; None: pynetdicom's default (the three uncompressed ones).
     # Storage accepts compressed syntaxes too, since it stores datasets as received.
     transfer_syntaxes: tuple[str, ...] | None = None
+    # The answer to a requestor's SOP Class Extended Negotiation for these classes (PS3.7
+    # D.3.3.5): its service class application information in, the acceptor's out.
+    extended_negotiation: ExtendedNegotiation | None = None
 
 
 AssociationHook = Callable[[Event, Flask], None]
@@ -443,6 +449,7 @@ def build_ae(
     # viewers and archives together open more.
     ae.maximum_associations = 64
     tables: dict[EventType, dict[str, ServiceHandler]] = {}
+    negotiations: dict[str, ExtendedNegotiation] = {}
     for service in _services() if services is None else services:
         for uid in service.sop_classes:
             syntaxes = list(service.transfer_syntaxes or DEFAULT_TRANSFER_SYNTAXES)
@@ -451,6 +458,8 @@ def build_ae(
             )
             for event_type, handler in service.handlers.items():
                 tables.setdefault(event_type, {})[uid] = handler
+            if service.extended_negotiation is not None:
+                negotiations[uid] = service.extended_negotiation
     handlers: list[tuple[Any, Any]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
         (evt.EVT_CONN_OPEN, send_store_successes_as_bytes),
@@ -460,7 +469,35 @@ def build_ae(
         (evt.EVT_REQUESTED, _on_requested(app, _association_hooks())),
     ]
     handlers.extend((event_type, _dispatcher(app, table)) for event_type, table in tables.items())
+    if negotiations:
+        handlers.append((evt.EVT_SOP_EXTENDED, _extended_negotiation(negotiations)))
     return ae, handlers
+
+
+def _extended_negotiation(
+    negotiations: Mapping[str, ExtendedNegotiation],
+) -> Callable[[Event], dict[str, bytes]]:
+    """EVT_SOP_EXTENDED: an answer for each SOP class proposed that has a service's rule;
+    the others get none (the requestor then knows the options are not supported)."""
+
+    def answer(event: Event) -> dict[str, bytes]:
+        replies = {}
+        for uid, proposed in (event.app_info or {}).items():
+            negotiate = negotiations.get(str(uid))
+            if negotiate is not None and proposed:
+                replies[str(uid)] = negotiate(bytes(proposed))
+        return replies
+
+    return answer
+
+
+def accepted_extended_negotiation(event: Event, sop_class_uid: str) -> bytes:
+    """The service class application information Placa answered for this SOP class on
+    the event's association (empty when none was proposed or answered)."""
+    for uid, information in event.assoc.acceptor.sop_class_extended.items():
+        if str(uid) == sop_class_uid:
+            return bytes(information or b"")
+    return b""
 
 
 class _Contexts(list):

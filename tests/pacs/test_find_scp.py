@@ -398,3 +398,54 @@ def test_every_uncompressed_transfer_syntax(
     assert str(study.PatientName) == PENA and list(study.ModalitiesInStudy) == ["CT", "SR"]
     assert study.NumberOfStudyRelatedInstances == 4
     assert any(path in record.getMessage() for record in caplog.records)
+
+
+def _relational_find(
+    archive: Archive, sop_class: str, identifier: Dataset, proposed: bytes = b"\x01"
+) -> tuple[bytes, list]:
+    """C-FIND on an association whose requestor proposed ``proposed`` in the SOP Class
+    Extended Negotiation (PS3.4 C.5.1.1); Placa's answer and the responses."""
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    ae = AE(ae_title="RELATIONAL")
+    ae.add_requested_context(sop_class)
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = sop_class
+    item.service_class_application_information = proposed
+    assoc = ae.associate("127.0.0.1", archive.door.address[1], ae_title="PLACA",
+                         ext_neg=[item])  # fmt: skip
+    assert assoc.is_established
+    try:
+        answered = assoc.acceptor.sop_class_extended.get(sop_class, b"")
+        responses = [(status.Status, ds) for status, ds in assoc.send_c_find(identifier, sop_class)]
+        return bytes(answered), responses
+    finally:
+        assoc.release()
+
+
+def test_relational_queries_when_negotiated(archive: Archive) -> None:
+    """Series of every study by modality, images of a patient by name: no unique key of the
+    levels above, once the requestor asked for relational queries (PS3.4 C.4.1.2.2)."""
+    series = _identifier(QueryRetrieveLevel="SERIES", Modality="CT", SeriesInstanceUID="",
+                         StudyInstanceUID="")  # fmt: skip
+    answered, responses = _relational_find(archive, StudyRootQueryRetrieveInformationModelFind,
+                                           series, proposed=b"\x01\x01\x01\x01")  # fmt: skip
+    assert answered == b"\x01\x01\x01\x00"  # relational, combined date-time, fuzzy names; no tz
+    assert [code for code, _ds in responses][-1] == 0x0000
+    found = sorted(str(ds.StudyInstanceUID) for code, ds in responses if code == 0xFF00)
+    assert found == sorted([archive.uids["pena"], archive.uids["doe-old"]])
+    images = _identifier(QueryRetrieveLevel="IMAGE", PatientName="peña*", SOPInstanceUID="",
+                         Modality="")  # fmt: skip
+    _, responses = _relational_find(archive, PatientRootQueryRetrieveInformationModelFind, images)
+    modalities = sorted(str(ds.Modality) for code, ds in responses if code == 0xFF00)
+    assert modalities == ["CT", "CT", "CT", "SR"]
+
+
+def test_without_the_negotiation_queries_stay_hierarchical(archive: Archive) -> None:
+    series = _identifier(QueryRetrieveLevel="SERIES", Modality="CT", SeriesInstanceUID="")
+    answered, responses = _relational_find(archive, StudyRootQueryRetrieveInformationModelFind,
+                                           series, proposed=b"\x00")  # fmt: skip
+    assert answered == b"\x00"
+    assert [code for code, _ds in responses] == [0xA900]
+    plain = _pynetdicom_find(archive, StudyRootQueryRetrieveInformationModelFind, series)
+    assert [code for code, _status, _ds in plain] == [0xA900]

@@ -751,3 +751,27 @@ def test_movescu_can_be_its_own_destination(archive: Archive, tmp_path: Path) ->
         meta = dcmread(path, stop_before_pixels=True).file_meta
         got[str(meta.MediaStorageSOPInstanceUID)] = dataset_part(path)
     assert got == {uid: archive.sent[uid] for uid in archive.studies[study]}
+
+
+def test_relational_retrieval_is_negotiated_and_needs_no_keys_above(archive: Archive) -> None:
+    """PS3.4 C.5.3.1: relational retrieval accepted (byte 1), image conversion not (byte 2);
+    an IMAGE-level C-GET with only its SOP Instance UIDs gets them."""
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    study = _study_of(archive)
+    wanted = sorted(archive.studies[study])[:2]
+    received_files: dict[str, bytes] = {}
+    scu, (roles, handlers) = _get_scu(received_files)
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = StudyRootQueryRetrieveInformationModelGet
+    item.service_class_application_information = b"\x01\x01"
+    assoc = scu.associate(*archive.address, ae_title="PLACA", ext_neg=[*roles, item],
+                          evt_handlers=handlers)  # fmt: skip
+    assert assoc.is_established
+    answered = assoc.acceptor.sop_class_extended[StudyRootQueryRetrieveInformationModelGet]
+    identifier = _identifier("IMAGE", SOPInstanceUID=wanted)
+    responses = list(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    assert bytes(answered) == b"\x01\x00"
+    assert int(responses[-1][0].Status) == 0x0000
+    assert received_files == {uid: archive.sent[uid] for uid in wanted}
