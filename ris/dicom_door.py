@@ -232,8 +232,13 @@ class _WaitingSocket(AssociationSocket):
             return False
         connected = self._is_connected
         waited = [sock, self._wake_read] if connected else [self._wake_read]
+        # The DUL handles one event per turn of its loop and asks here in between: with
+        # events still queued (a connection's Evt5 and, read at once behind it, the
+        # A-ASSOCIATE-RQ's Evt6) it must only look, not wait, or the second one waits out
+        # the interval (every association's acceptance took 50 ms more).
+        wait = WAKE_INTERVAL if self.event_queue.empty() else 0
         try:
-            readable, _, _ = select.select(waited, [], [], WAKE_INTERVAL)
+            readable, _, _ = select.select(waited, [], [], wait)
         except (OSError, TimeoutError, ValueError):
             if not connected:
                 return False
