@@ -9,10 +9,12 @@ sent as bytes by ris.dimse_stream, like the worklist's (ris.dicom_find).
 * **Relational queries** (PS3.4 C.4.1.2.2) when the requestor asks for them in the SOP
   Class Extended Negotiation (C.5.1.1, byte 1): any level may then be searched without the
   unique keys of the levels above (studies by Patient's Name, images by Modality across
-  studies). Otherwise queries are hierarchical (C.4.1.3.1). Placa also answers byte 2
-  (combined date-time matching: it always matches a date and time pair as one range) and
-  byte 3 (fuzzy semantic matching of person names: it always ignores case and accents),
-  and not byte 4 (no timezone query adjustment).
+  studies). Otherwise queries are hierarchical (C.4.1.3.1). Byte 2, combined date-time
+  matching, is accepted too: Study Date and Study Time are then one range (20261115-20261130
+  with 0800-1000: 15 Nov 08:00 to 30 Nov 10:00), else each is matched on its own, as
+  C.2.2.2.5 says (08:00 to 10:00 on any of those days). Byte 3 (fuzzy semantic matching of
+  person names) is accepted: Placa always ignores case and accents; byte 4 (timezone query
+  adjustment) is not.
 * A missing or wrong Query/Retrieve Level, a unique key of a level above missing
   (hierarchical queries) or a malformed key: Failure 0xA900 (Identifier does not match SOP
   Class) with an Error Comment and the Offending Element; an identifier that cannot be
@@ -84,10 +86,12 @@ def _answers(
     event: Event, app: Flask, model: Model, calling_ae: str, request: Dataset
 ) -> Iterator[FindResponse]:
     name = MODEL_NAMES[model]
-    relational = negotiated_relational(event)
+    negotiated = accepted_extended_negotiation(event, requested_sop_class(event))
+    relational = negotiated[:1] == b"\x01"
+    combined = negotiated[1:2] == b"\x01"
     try:
         level = read_level(request, model)
-        options = QueryOptions.of(app, hierarchical=not relational)
+        options = QueryOptions.of(app, hierarchical=not relational, combined_datetime=combined)
         query = plan_archive_query(request, model, level, options)
     except MatchError as error:
         logger.warning("%s C-FIND from %s refused: %s", name, calling_ae, error.comment)
@@ -127,12 +131,6 @@ def query_options_answer(proposed: bytes) -> bytes:
         1 if wanted == 1 and index < len(SUPPORTED_OPTIONS) and SUPPORTED_OPTIONS[index] else 0
         for index, wanted in enumerate(proposed)
     )  # fmt: skip
-
-
-def negotiated_relational(event: Event) -> bool:
-    """Whether relational queries were negotiated for the request's SOP class."""
-    answered = accepted_extended_negotiation(event, requested_sop_class(event))
-    return answered[:1] == b"\x01"
 
 
 def _handler(model: Model) -> ServiceHandler:

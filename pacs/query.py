@@ -22,11 +22,12 @@ query without the unique keys above (a relational search of series or instances 
 studies, PS3.4 C.4.1.2.2, PS3.18 10.6.1.2).
 
 **Matching** (C.2.2.2): universal, single value, wildcards, DA/TM ranges (Study Date and
-Study Time together form one range in the site's time zone), lists of UIDs, several
-values; person names ignore case and accents (they are matched on the stored search keys
-of :func:`pacs.storage.pn_key`); Modalities in Study matches the modality of any of the
-study's series. Keys Placa does not match on are reported in :attr:`ArchiveQuery.ignored`
-(the door answers 0xFF01).
+Study Time together form one range in the site's time zone, unless a C-FIND requestor did
+not negotiate combined date-time matching: then each is matched on its own), lists of
+UIDs, several values; person names ignore case and accents (they are matched on the
+stored search keys of :func:`pacs.storage.pn_key`); Modalities in Study matches the
+modality of any of the study's series. Keys Placa does not match on are reported in
+:attr:`ArchiveQuery.ignored` (the door answers 0xFF01).
 
 **Answers** hold every key of the request (empty when unknown or below the query level),
 plus Query/Retrieve Level, Retrieve AE Title and Specific Character Set; the counts
@@ -109,6 +110,7 @@ class QueryOptions:
     max_answers: int = 10000
     offset: int = 0  # answers skipped first (QIDO-RS ``offset``)
     hierarchical: bool = True  # C-FIND; QIDO-RS searches relationally
+    combined_datetime: bool = True  # StudyDate with StudyTime one range (ris.dicom_match)
 
     @classmethod
     def of(cls, app: Flask, **changes: Any) -> QueryOptions:
@@ -431,7 +433,8 @@ def plan_archive_query(
     if options.hierarchical:
         _check_keys_above(request, model, level)
     rules = [rule for above in Level if above <= level for rule in RULES[above]]
-    match = build_conditions(request, rules, MatchContext(zone=options.zone))
+    context = MatchContext(zone=options.zone, combined_datetime=options.combined_datetime)
+    match = build_conditions(request, rules, context)
     ignored = [key for key in match.ignored if key != "RetrieveAETitle"]
     wanted = _answered_keywords(request, level)
     columns = [ATTRIBUTES[keyword].column().label(f"c{n}") for n, keyword in enumerate(wanted)]

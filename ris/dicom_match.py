@@ -71,9 +71,12 @@ class MatchError(ValueError):
 
 @dataclass(frozen=True)
 class MatchContext:
-    """What turns request values into stored values: the site's time zone."""
+    """What turns request values into stored values: the site's time zone; and whether a
+    date and time pair is one range (combined date-time matching, PS3.4 C.2.2.2.5: what a
+    C-FIND requestor negotiates; the worklist and QIDO-RS always combine)."""
 
     zone: ZoneInfo = ZoneInfo("UTC")
+    combined_datetime: bool = True
 
 
 @dataclass
@@ -440,7 +443,8 @@ class LocalDateTime(Rule):
     """A DA key and its TM key on one UTC timestamp column, read in the site's zone.
 
     Both given: one combined range (C.2.2.2.5.1): date 20261201-20261202 with time
-    0800-1000 is 1 December 08:00 to 2 December 10:00. The date alone is whole local
+    0800-1000 is 1 December 08:00 to 2 December 10:00; or, without combined matching,
+    each on its own: 08:00 to 10:00 on 1 or 2 December. The date alone is whole local
     days; the time alone is the local time of day on any date.
     """
 
@@ -459,8 +463,12 @@ class LocalDateTime(Rule):
         time_ranges = [time_bounds(self.time_keyword, v) for v in times]
         if not date_ranges and not time_ranges:
             return None
+        times_of_day = [self._time_of_day(t, context.zone) for t in time_ranges]
         if not date_ranges:
-            return _any_of([self._time_of_day(t, context.zone) for t in time_ranges])
+            return _any_of(times_of_day)
+        if not context.combined_datetime:
+            days = _any_of([self._between(d, (None, None), context.zone) for d in date_ranges])
+            return and_(days, _any_of(times_of_day)) if times_of_day else days
         conditions = [self._between(d, t, context.zone) for d in date_ranges
                       for t in (time_ranges or [(None, None)])]  # fmt: skip
         return _any_of(conditions)

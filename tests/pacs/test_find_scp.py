@@ -449,3 +449,17 @@ def test_without_the_negotiation_queries_stay_hierarchical(archive: Archive) -> 
     assert [code for code, _ds in responses] == [0xA900]
     plain = _pynetdicom_find(archive, StudyRootQueryRetrieveInformationModelFind, series)
     assert [code for code, _status, _ds in plain] == [0xA900]
+
+
+def test_date_and_time_are_one_range_only_when_negotiated(archive: Archive) -> None:
+    """PS3.4 C.2.2.2.5: without combined date-time matching negotiated (findscu proposes
+    none) the date and the time are matched each on its own: 08:00-10:00 on any day from
+    15 Nov to 1 Dec; with it, one range from 15 Nov 08:00 to 1 Dec 10:00."""
+    keys = {"StudyDate": "20261115-20261201", "StudyTime": "0800-1000"}
+    assert archive.names(keys) == ["DOE^JOHN|B4"]  # 1 Dec 09:00 only
+    study = _identifier(QueryRetrieveLevel="STUDY", AccessionNumber="", **keys)
+    answered, responses = _relational_find(archive, StudyRootQueryRetrieveInformationModelFind,
+                                           study, proposed=b"\x00\x01")  # fmt: skip
+    assert answered == b"\x00\x01"
+    found = sorted(str(ds.AccessionNumber) for code, ds in responses if code == 0xFF00)
+    assert found == ["A1", "A2", "B4"]  # 30 Nov 10:15 and 15 Nov 23:15 are inside too
