@@ -45,7 +45,7 @@ from ris.dicom_door import (
     DicomService,
     ServiceHandler,
     accepted_extended_negotiation,
-    requested_sop_class,
+    answer_options,
 )
 from ris.dicom_find import (
     PENDING,
@@ -86,7 +86,7 @@ def _answers(
     event: Event, app: Flask, model: Model, calling_ae: str, request: Dataset
 ) -> Iterator[FindResponse]:
     name = MODEL_NAMES[model]
-    negotiated = accepted_extended_negotiation(event, requested_sop_class(event))
+    negotiated = accepted_extended_negotiation(event)
     relational = negotiated[:1] == b"\x01"
     combined = negotiated[1:2] == b"\x01"
     try:
@@ -121,16 +121,8 @@ def _answers(
     yield SUCCESS, None
 
 
-SUPPORTED_OPTIONS = (1, 1, 1, 0)  # relational, combined date-time, fuzzy names, time zone
-
-
-def query_options_answer(proposed: bytes) -> bytes:
-    """Placa's answer to a C-FIND SOP Class Extended Negotiation (PS3.4 C.5.1.1): for each
-    byte proposed, 1 where the SCU asked for an option Placa supports, else 0."""
-    return bytes(
-        1 if wanted == 1 and index < len(SUPPORTED_OPTIONS) and SUPPORTED_OPTIONS[index] else 0
-        for index, wanted in enumerate(proposed)
-    )  # fmt: skip
+# PS3.4 C.5.1.1: relational queries, combined date-time, fuzzy person names; no time zone
+query_options_answer = answer_options((1, 1, 1, 0))
 
 
 def _handler(model: Model) -> ServiceHandler:

@@ -73,7 +73,7 @@ from pacs.store_scu import (
 )
 from ris.audit import Actor
 from ris.db import read_only, transaction
-from ris.dicom_door import DicomService
+from ris.dicom_door import DicomService, answer_options
 
 logger = logging.getLogger(__name__)
 
@@ -569,12 +569,10 @@ def _context(contexts: dict[tuple[str, str], int], item: Retrievable) -> tuple[i
     return None
 
 
-def retrieval_options_answer(proposed: bytes) -> bytes:
-    """Placa's answer to a C-MOVE or C-GET SOP Class Extended Negotiation (PS3.4 C.5.2.1,
-    C.5.3.1): relational retrieval (byte 1) yes, since a retrieve needs only its level's
-    unique key (the keys above, when sent, narrow it); enhanced multi-frame image
-    conversion (byte 2) no: instances are sent as stored."""
-    return bytes(1 if index == 0 and wanted == 1 else 0 for index, wanted in enumerate(proposed))
+# PS3.4 C.5.2.1, C.5.3.1: relational retrieval yes (a retrieve needs only its level's unique
+# key; the keys above, when sent, narrow it); enhanced multi-frame image conversion no
+# (instances are sent as stored).
+retrieval_options_answer = answer_options((1, 0))
 
 
 SERVICES = [

@@ -496,13 +496,25 @@ def _extended_negotiation(
     return answer
 
 
-def accepted_extended_negotiation(event: Event, sop_class_uid: str) -> bytes:
-    """The service class application information Placa answered for this SOP class on
-    the event's association (empty when none was proposed or answered)."""
-    for uid, information in event.assoc.acceptor.sop_class_extended.items():
-        if str(uid) == sop_class_uid:
-            return bytes(information or b"")
-    return b""
+def answer_options(supported: tuple[int, ...]) -> ExtendedNegotiation:
+    """The answer of a service whose options are bytes of 0 or 1 (the Query/Retrieve
+    classes, PS3.4 C.5): for each byte proposed, 1 where the requestor asked for an option
+    that ``supported`` marks 1, else 0 (bytes past ``supported``: 0)."""
+
+    def answer(proposed: bytes) -> bytes:
+        return bytes(
+            1 if wanted == 1 and index < len(supported) and supported[index] else 0
+            for index, wanted in enumerate(proposed)
+        )  # fmt: skip
+
+    return answer
+
+
+def accepted_extended_negotiation(event: Event) -> bytes:
+    """The service class application information Placa answered, on the event's
+    association, for the request's SOP class (empty when none was proposed or answered)."""
+    answered = event.assoc.acceptor.sop_class_extended.get(requested_sop_class(event))
+    return bytes(answered or b"")
 
 
 class _Contexts(list):

@@ -87,9 +87,10 @@ def _time_out_blocked_reads(sock: socket.socket, seconds: float | None) -> None:
 
 
 class _PromptDUL(DULServiceProvider):
-    """pynetdicom's DUL whose loop, after a PDU handed straight to DIMSE, looks for the next
+    """pynetdicom's DUL whose loop, after PDUs handed straight to DIMSE, looks for the next
     one at once: its loop sleeps ``_run_loop_delay`` whenever its state machine had no event
-    to process (0.2 ms here, before each P-DATA-TF of a data set otherwise)."""
+    to process (0.2 ms here, between a C-STORE's command PDU and its data set's first PDU
+    otherwise; the rest of a data set is read without going round the loop)."""
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:

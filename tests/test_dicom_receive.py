@@ -136,9 +136,8 @@ def _closed_by_the_door(assoc, within: float) -> bool:
     sock = assoc.dul.socket.socket
     sock.settimeout(within)
     try:
-        while data := sock.recv(65536):  # an A-ABORT may come first, then the close
-            if data[0] == 0x07:
-                continue
+        while sock.recv(65536):  # an A-ABORT may come first, then the close
+            pass
         return True
     except TimeoutError:
         return False
